@@ -1,0 +1,203 @@
+"""The command line: the only module that reads argv and the environment. Thin over the library."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad input in one line (no usage dump) and exits with status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """'1,4,16' -> (1, 4, 16); every item a positive integer, no duplicates."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of positive integers, got nothing")
+    values = tuple(positive_int(t) for t in items)
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"duplicate values in {text!r}")
+    return values
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    items = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not items:
+        raise argparse.ArgumentTypeError("expected 'all' or a comma-separated list of method names")
+    return () if items == ("all",) else items
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--cache-dir", type=Path, default=None,
+                        help="feature cache (default: $CROSSGATE_CACHE or ~/.cache/crossgate)")
+    common.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where encoders run (default: auto)")
+    common.add_argument("--batch-size", type=positive_int, default=64, help="images per encoder batch")
+    common.add_argument("--workers", type=int, default=0, help="DataLoader workers for image decoding")
+    common.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    common.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .bench import DEFAULT_SEEDS, DEFAULT_SHOTS
+
+    common = _common()
+    parser = _Parser(prog="crossgate", description="Few-shot image classification on frozen vision-language "
+                     "encoders, with dynamic gating fusion.",
+                     epilog="Run `crossgate demo` for the default few-shot benchmark.")
+    parser.add_argument("--version", action="version", version=f"crossgate {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("backbones", parents=[common], help="list the image/text backbones")
+    p.add_argument("--all", action="store_true", help="also list every open_clip architecture/pretrained tag")
+    sub.add_parser("datasets", parents=[common], help="list the datasets")
+    sub.add_parser("methods", parents=[common], help="list the few-shot methods")
+
+    p = sub.add_parser("extract", parents=[common], help="fill the feature cache without fitting anything")
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--backbone", default="lite")
+
+    def add_bench_args(p, out_default):
+        p.add_argument("--dataset", default="fashion-mnist", help="dataset name (default: fashion-mnist)")
+        p.add_argument("--backbone", default="lite", help="backbone name (default: lite)")
+        p.add_argument("--shots", type=int_list, default=DEFAULT_SHOTS, help="e.g. 1,4,16 (default: 1,2,4,8,16)")
+        p.add_argument("--seeds", type=int_list, default=DEFAULT_SEEDS, help="e.g. 1,2,3 (default: 1,2,3)")
+        p.add_argument("--methods", type=name_list, default=(), help="'all' (default) or m1,m2")
+        p.add_argument("--out", type=Path, default=Path(out_default),
+                       help=f"output directory (default: {out_default}); finished runs in it are skipped")
+
+    add_bench_args(sub.add_parser("bench", parents=[common], help="few-shot benchmark: methods x shots x seeds"),
+                   "crossgate-runs/bench")
+    add_bench_args(sub.add_parser("demo", parents=[common],
+                                  help="the default benchmark: lite backbone, embedded Fashion-MNIST"),
+                   "crossgate-demo")
+
+    p = sub.add_parser("report", parents=[common], help="rebuild summary tables and plots from DIR/results.jsonl")
+    p.add_argument("dir", type=Path)
+    return parser
+
+
+def build_settings(args):
+    from .settings import Settings, default_cache_dir
+
+    return Settings(cache_dir=(args.cache_dir or default_cache_dir()).expanduser(), device=args.device,
+                    batch_size=args.batch_size, workers=max(0, args.workers), progress=not args.no_progress)
+
+
+def _load(args, settings):
+    """The encoder, the dataset and their (cached) features."""
+    from .cache import FeatureCache
+    from .datasets import load_dataset
+    from .encoders import create_encoder
+
+    dataset = load_dataset(args.dataset, settings)
+    encoder = create_encoder(args.backbone, cache_dir=settings.cache_dir, device=settings.torch_device())
+    cache = FeatureCache(settings.cache_dir, settings.batch_size, settings.workers, settings.progress)
+    return encoder, dataset, cache.features(encoder, dataset)
+
+
+def cmd_list(args, settings) -> int:
+    if args.command == "backbones":
+        from .encoders import BACKBONES
+        from .encoders.openclip import list_pretrained
+
+        for name in BACKBONES.names():
+            print(f"{name:<34} {BACKBONES.help(name)}")
+        print(f"{'openclip:<arch>/<pretrained>':<34} any open_clip model, e.g. openclip:ViT-B-16/openai; "
+              "the pretrained part may be a local checkpoint path")
+        if args.all:
+            print("\n".join(list_pretrained()))
+    else:
+        registry = {"datasets": "DATASETS", "methods": "METHODS"}[args.command]
+        module = __import__(f"crossgate.{args.command}", fromlist=[registry])
+        reg = getattr(module, registry)
+        for name in reg.names():
+            print(f"{name:<20} {reg.help(name)}")
+    return 0
+
+
+def cmd_extract(args, settings) -> int:
+    start = time.perf_counter()
+    encoder, dataset, feats = _load(args, settings)
+    sizes = ", ".join(f"{s} {len(feats.split(s).labels)}" for s in ("train", "val", "test"))
+    print(f"features of {dataset.name} with {args.backbone} in {settings.cache_dir} "
+          f"({sizes} images; {len(feats.text.texts)} prompts; {time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def cmd_bench(args, settings) -> int:
+    from tqdm.auto import tqdm
+
+    from .bench import BenchConfig, run_bench
+    from .report import markdown_table, summarize, write_reports
+
+    config = BenchConfig(dataset=args.dataset, backbone=args.backbone, shots=args.shots, seeds=args.seeds,
+                         methods=args.methods, out=args.out)
+    n_runs = len(config.resolved_methods()) * len(config.shots) * len(config.seeds)  # validates names early
+    encoder, dataset, feats = _load(args, settings)
+    with tqdm(total=n_runs, desc="fits", unit="run", disable=not settings.progress, dynamic_ncols=True) as bar:
+        rows = run_bench(config, feats, encoder.identity, on_run=lambda row, key: bar.update(1))
+    written = write_reports(config.out)
+    for (ds, bb), by_method in summarize(rows).items():
+        print(f"\n{ds} · {bb} · test accuracy (%), mean ± std over seeds {','.join(map(str, config.seeds))}\n")
+        print(markdown_table(by_method))
+    print(f"\nwrote {config.out / 'results.jsonl'}, " + ", ".join(p.name for p in written))
+    return 0
+
+
+def cmd_report(args, settings) -> int:
+    from .report import summary_markdown, write_reports
+    from .results import read_rows
+
+    rows = read_rows(args.dir / "results.jsonl")
+    if not rows:
+        raise UserError(f"no results in {args.dir / 'results.jsonl'}; run `crossgate bench --out {args.dir}` first")
+    written = write_reports(args.dir, rows)
+    print(summary_markdown(rows))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+COMMANDS = {"backbones": cmd_list, "datasets": cmd_list, "methods": cmd_list, "extract": cmd_extract,
+            "bench": cmd_bench, "demo": cmd_bench, "report": cmd_report}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # bundled models only; never stall on a hub
+    try:
+        return COMMANDS[args.command](args, build_settings(args))
+    except UserError as err:
+        if args.debug:
+            raise
+        print(f"crossgate: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("crossgate: interrupted; finished work is kept and the next run resumes", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""A dataset gives class names, prompt templates and train / val / test items. No caching, no sampling."""
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from ..errors import UserError
+from ..registry import Registry
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Split:
+    """The items of one split: integer labels and a loader for the i-th image."""
+
+    labels: np.ndarray  # (N,) int64 class indices
+    load_image: Callable[[int], Image.Image]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class Dataset(ABC):
+    name: str
+    classnames: list[str]
+    templates: list[str]  # each with one "{}" for the class name
+
+    @property
+    @abstractmethod
+    def identity(self) -> str:
+        """Name plus a digest of the content; part of every feature-cache key."""
+
+    @abstractmethod
+    def split(self, name: str) -> Split: ...
+
+    def prompts(self) -> tuple[list[str], np.ndarray]:
+        """Every class name in every template, and the class of each prompt."""
+        texts = [t.format(c) for c in self.classnames for t in self.templates]
+        labels = np.repeat(np.arange(len(self.classnames)), len(self.templates))
+        return texts, labels
+
+
+class ArrayDataset(Dataset):
+    """A dataset whose images are in memory as uint8 arrays (N, H, W) or (N, H, W, 3)."""
+
+    def __init__(self, name, classnames, templates, arrays: dict[str, tuple[np.ndarray, np.ndarray]],
+                 content_digest: str):
+        self.name = name
+        self.classnames = list(classnames)
+        self.templates = list(templates)
+        self._arrays = arrays
+        self._digest = content_digest
+
+    @property
+    def identity(self) -> str:
+        return f"{self.name}@{self._digest}"
+
+    def split(self, name: str) -> Split:
+        if name not in self._arrays:
+            raise UserError(f"unknown split {name!r}; available: {', '.join(self._arrays)}")
+        images, labels = self._arrays[name]
+        return Split(labels=labels.astype(np.int64),
+                     load_image=lambda i: Image.fromarray(images[i]).convert("RGB"))
+
+
+def digest_files(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(Path(p).read_bytes())
+    return h.hexdigest()[:16]
+
+
+DATASETS: Registry[Dataset] = Registry("dataset")

@@ -1,0 +1,20 @@
+from . import lite, openclip  # noqa: F401  (registers backbones)
+from ..errors import UserError
+from .base import BACKBONES, Encoder
+from .openclip import PREFIX as OPENCLIP_PREFIX
+
+
+def create_encoder(name: str, cache_dir=None, device: str = "cpu") -> Encoder:
+    """A registered backbone by name, or any open_clip model as openclip:<arch>/<pretrained>."""
+    if name.startswith(OPENCLIP_PREFIX):
+        return openclip.create_openclip(name, device=device)
+    if name not in BACKBONES:
+        raise UserError(f"unknown backbone {name!r}; available: {', '.join(list_backbones())}")
+    return BACKBONES.create(name, cache_dir=cache_dir, device=device)
+
+
+def list_backbones() -> list[str]:
+    return BACKBONES.names() + [f"{OPENCLIP_PREFIX}<arch>/<pretrained>"]
+
+
+__all__ = ["BACKBONES", "Encoder", "create_encoder", "list_backbones"]

@@ -1,0 +1,110 @@
+"""CLIP-family backbones through open_clip: `openclip:<arch>/<pretrained tag or local checkpoint path>`."""
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from .base import BACKBONES, Encoder
+
+PREFIX = "openclip:"
+TINY_ARCH = "crossgate-tiny"  # 1-layer random ViT registered for tests: no weights, no network
+
+
+def _register_tiny_config() -> None:
+    import open_clip
+
+    if TINY_ARCH not in open_clip.list_models():
+        open_clip.add_model_config(Path(str(resources.files("crossgate") / "data" / "open_clip")))
+
+
+def _checkpoint_digest(path: Path) -> str:
+    """Size plus the first and last MiB: cheap for a 600 MB checkpoint, and changes when the file does."""
+    h = hashlib.sha256(str(path.stat().st_size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(1 << 20))
+        f.seek(max(0, path.stat().st_size - (1 << 20)))
+        h.update(f.read())
+    return h.hexdigest()[:12]
+
+
+def parse_name(name: str) -> tuple[str, str | None]:
+    """'openclip:ViT-B-16/openai' -> ('ViT-B-16', 'openai'); a path after the first '/' is a checkpoint."""
+    spec = name[len(PREFIX):]
+    arch, _, pretrained = spec.partition("/")
+    if not arch:
+        raise UserError(f"backbone {name!r} names no architecture; write openclip:<arch>/<pretrained>, "
+                        "e.g. openclip:ViT-B-16/openai (see `crossgate backbones --all`)")
+    return arch, pretrained or None
+
+
+class OpenClipEncoder(Encoder):
+    def __init__(self, arch: str, pretrained: str | None, device: str = "cpu", seed: int = 0):
+        import open_clip
+
+        _register_tiny_config()
+        if arch not in open_clip.list_models():
+            raise UserError(f"unknown open_clip architecture {arch!r}; see `crossgate backbones --all` "
+                            "for the architectures and pretrained tags")
+        if pretrained and Path(pretrained).expanduser().is_file():
+            path = Path(pretrained).expanduser().resolve()
+            weights, tag = f"file@{_checkpoint_digest(path)}", str(path)
+        elif pretrained:
+            known = open_clip.list_pretrained_tags_by_model(arch)
+            if pretrained not in known:
+                raise UserError(f"unknown pretrained tag {pretrained!r} for {arch}; available: "
+                                f"{', '.join(known) or 'none'}, or a path to a local checkpoint file")
+            weights, tag = pretrained, pretrained
+        else:
+            weights, tag = f"random-seed{seed}", None
+            torch.manual_seed(seed)  # a random model must be the same model every time: it keys the cache
+        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=tag, device=device)
+        self.model = model.eval()
+        self.tokenizer = open_clip.get_tokenizer(arch)
+        self.preprocess = preprocess
+        self.device = device
+        self.name = f"{PREFIX}{arch}/{pretrained or ''}"
+        self.image_dim = self.text_dim = self.native_text_dim = int(model.text_projection.shape[-1]
+                                                                     if hasattr(model, "text_projection")
+                                                                     and model.text_projection is not None
+                                                                     else model.visual.output_dim)
+        pre = hashlib.sha256(repr(preprocess).encode()).hexdigest()[:8]
+        self._identity = f"openclip:{arch}/{weights};pre={pre}"
+
+    @property
+    def identity(self) -> str:
+        return self._identity
+
+    @torch.inference_mode()
+    def encode_images(self, pixels: torch.Tensor) -> np.ndarray:
+        return self.model.encode_image(pixels.to(self.device)).float().cpu().numpy()
+
+    @torch.inference_mode()
+    def encode_texts_both(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        out = []
+        for start in range(0, len(texts), 256):
+            tokens = self.tokenizer(list(texts[start:start + 256])).to(self.device)
+            out.append(self.model.encode_text(tokens).float().cpu().numpy())
+        feats = np.concatenate(out) if out else np.zeros((0, self.text_dim), np.float32)
+        return feats, feats  # CLIP's towers are aligned: native == image space
+
+
+def create_openclip(name: str, device: str = "cpu") -> OpenClipEncoder:
+    arch, pretrained = parse_name(name)
+    return OpenClipEncoder(arch, pretrained, device=device)
+
+
+@BACKBONES.register("tiny-clip")
+def create_tiny(cache_dir=None, device="cpu") -> OpenClipEncoder:
+    """Tiny random open_clip ViT (32 px, 32-d) for tests and smoke runs; no weights, no network."""
+    return OpenClipEncoder(TINY_ARCH, None, device=device)
+
+
+def list_pretrained() -> list[str]:
+    import open_clip
+
+    return [f"{PREFIX}{arch}/{tag}" for arch, tag in open_clip.list_pretrained()]

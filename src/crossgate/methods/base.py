@@ -1,0 +1,94 @@
+"""scikit-learn-style few-shot classifiers over cached feature arrays.
+
+`__init__` only stores hyperparameters; `fit` learns state whose names end in `_`; hyperparameters that a
+method searches are chosen on the few-shot validation split passed to `fit`, never on test data.
+"""
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+
+from ..cache import TextFeatures
+from ..errors import UserError
+from ..registry import Registry
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm; an all-zero row stays zero instead of dividing by zero."""
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
+
+
+def check_features(x, what: str = "X", dim: int | None = None) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise UserError(f"{what} must be a 2-D array (n_samples, n_features), got shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.number):
+        raise UserError(f"{what} must be numeric, got dtype {x.dtype}")
+    if dim is not None and x.shape[1] != dim:
+        raise UserError(f"{what} has {x.shape[1]} features but the classifier was fitted on {dim}")
+    if not np.all(np.isfinite(x)):
+        raise UserError(f"{what} contains NaN or infinite values; check the features or re-extract them")
+    return x.astype(np.float32, copy=False)
+
+
+def check_labels(y, n: int, what: str = "y") -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n:
+        raise UserError(f"{what} must be a 1-D array of {n} class indices, got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
+        raise UserError(f"{what} must hold non-negative integer class indices, got dtype {y.dtype}")
+    return y.astype(np.int64, copy=False)
+
+
+class FewShotClassifier:
+    uses_text = False  # True when fit needs the class text features
+
+    def get_params(self) -> dict:
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {n: getattr(self, n) for n in names}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    def _check_fit(self, x, y, text: TextFeatures | None, val):
+        x = check_features(x)
+        y = check_labels(y, len(x))
+        if self.uses_text and text is None:
+            raise UserError(f"{type(self).__name__} needs the class text features: pass text=")
+        n_classes = int(text.labels.max()) + 1 if text is not None else int(y.max()) + 1
+        if len(y) and y.max() >= n_classes:
+            raise UserError(f"label {int(y.max())} is out of range for {n_classes} classes")
+        if val is not None:
+            xv = check_features(val[0], "validation X", x.shape[1])
+            val = (xv, check_labels(val[1], len(xv), "validation y"))
+        self.n_features_in_ = x.shape[1]
+        self.n_classes_ = n_classes
+        return x, y, val
+
+    def fit(self, x, y, *, text: TextFeatures | None = None, val=None) -> "FewShotClassifier":
+        raise NotImplementedError
+
+    def _logits(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict_proba(self, x) -> np.ndarray:
+        if not hasattr(self, "n_features_in_"):
+            raise UserError(f"{type(self).__name__} is not fitted yet; call fit first")
+        logits = self._logits(check_features(x, dim=self.n_features_in_)).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def predict(self, x) -> np.ndarray:
+        return self.predict_proba(x).argmax(axis=1)
+
+    def score(self, x, y) -> float:
+        """Accuracy as a fraction in [0, 1]."""
+        y = check_labels(y, len(np.asarray(x)))
+        return float(np.mean(self.predict(x) == y)) if len(y) else float("nan")
+
+
+METHODS: Registry[FewShotClassifier] = Registry("method")

@@ -1,0 +1,105 @@
+"""results.jsonl -> tables (Markdown, CSV) and accuracy-vs-shots plots. Reads rows, never logs."""
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from .results import read_rows
+from .storage import atomic_write_bytes, atomic_write_text
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation over seeds (ddof=1; 0 for a single seed)."""
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.mean()), (float(arr.std(ddof=1)) if len(arr) > 1 else 0.0)
+
+
+def summarize(rows: list[dict], metric: str = "acc_test") -> dict[tuple, dict[str, dict[int, tuple]]]:
+    """{(dataset, backbone): {method: {shots: (mean, std, n_seeds)}}}, methods in first-seen order."""
+    values: dict[tuple, dict[str, dict[int, list]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for r in rows:
+        values[(r["dataset"], r["backbone"])][r["method"]][int(r["shots"])].append(r[metric])
+    return {group: {m: {k: (*mean_std(v), len(v)) for k, v in sorted(by_shots.items())}
+                    for m, by_shots in methods.items()}
+            for group, methods in values.items()}
+
+
+def markdown_table(by_method: dict[str, dict[int, tuple]]) -> str:
+    shots = sorted({k for per in by_method.values() for k in per})
+    lines = ["| method | " + " | ".join(f"{k}-shot" for k in shots) + " |",
+             "|---|" + "---:|" * len(shots)]
+    for method, per in by_method.items():
+        cells = [f"{per[k][0]:.1f} ± {per[k][1]:.1f}" if k in per else "" for k in shots]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summary_markdown(rows: list[dict]) -> str:
+    parts = ["# crossgate results", "",
+             "Test accuracy (%), mean ± sample std over seeds; hyperparameters chosen on the few-shot "
+             "validation split.", ""]
+    for (dataset, backbone), by_method in summarize(rows).items():
+        seeds = sorted({r["seed"] for r in rows if r["dataset"] == dataset and r["backbone"] == backbone})
+        parts += [f"## {dataset} · {backbone} · seeds {', '.join(map(str, seeds))}", "",
+                  markdown_table(by_method), ""]
+    return "\n".join(parts)
+
+
+def summary_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["dataset", "backbone", "method", "shots", "n_seeds", "acc_test_mean", "acc_test_std"])
+    for (dataset, backbone), by_method in summarize(rows).items():
+        for method, per in by_method.items():
+            for shots, (mean, std, n) in per.items():
+                writer.writerow([dataset, backbone, method, shots, n, f"{mean:.4f}", f"{std:.4f}"])
+    return buf.getvalue()
+
+
+def plot_file_name(dataset: str, backbone: str) -> str:
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{dataset}__{backbone}")
+    return f"accuracy_vs_shots__{safe}.png"
+
+
+def plot_accuracy(by_method: dict[str, dict[int, tuple]], title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    for method, per in by_method.items():
+        shots = sorted(per)
+        ax.errorbar(shots, [per[k][0] for k in shots], yerr=[per[k][1] for k in shots], marker="o",
+                    capsize=3, label=method)
+    ax.set_xscale("log", base=2)
+    all_shots = sorted({k for per in by_method.values() for k in per})
+    ax.set_xticks(all_shots, [str(k) for k in all_shots])
+    ax.set_xlabel("training images per class")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_reports(out: Path, rows: list[dict] | None = None) -> list[Path]:
+    """summary.md, summary.csv and one plot per (dataset, backbone) in `out`, from results.jsonl."""
+    out = Path(out)
+    rows = read_rows(out / "results.jsonl") if rows is None else rows
+    written = [out / "summary.md", out / "summary.csv"]
+    atomic_write_text(written[0], summary_markdown(rows))
+    atomic_write_text(written[1], summary_csv(rows))
+    for (dataset, backbone), by_method in summarize(rows).items():
+        path = out / plot_file_name(dataset, backbone)
+        atomic_write_bytes(path, plot_accuracy(by_method, f"{dataset} · {backbone}"))
+        written.append(path)
+    return written

@@ -1,0 +1,46 @@
+"""results.jsonl: one JSON object per run, appended durably; a half-written last line is ignored."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .storage import atomic_write_text
+
+RUN_KEY = ("dataset", "backbone", "method", "shots", "seed")
+
+
+def run_key(row: dict) -> tuple:
+    return tuple(row[k] for k in RUN_KEY)
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Every complete row; a last line cut short by a crash is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def repair(path: Path) -> None:
+    """Drop a half-written last line so that the next append starts on a line of its own."""
+    path = Path(path)
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+        if text and not text.endswith("\n"):
+            atomic_write_text(path, text[: text.rfind("\n") + 1])
+
+
+def append_row(path: Path, row: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())

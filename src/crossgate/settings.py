@@ -1,0 +1,31 @@
+"""Where crossgate keeps things. Only the CLI builds a Settings from flags and the environment."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("CROSSGATE_CACHE") or Path.home() / ".cache" / "crossgate")
+
+
+def default_data_root() -> Path:
+    return Path(os.environ.get("CROSSGATE_DATA") or default_cache_dir() / "data")
+
+
+@dataclass
+class Settings:
+    cache_dir: Path = field(default_factory=default_cache_dir)  # features, text maps
+    data_root: Path = field(default_factory=default_data_root)  # downloaded / user datasets
+    device: str = "auto"  # auto | cpu | cuda
+    batch_size: int = 64  # images per encoder forward
+    workers: int = 0  # DataLoader workers for decoding and preprocessing
+    progress: bool = True  # tqdm bars on stderr
+
+    def torch_device(self) -> str:
+        if self.device == "auto":
+            import torch
+
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device

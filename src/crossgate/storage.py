@@ -1,0 +1,101 @@
+"""Atomic, checksummed storage of named float arrays: safetensors + a JSON manifest.
+
+An entry is `<stem>.safetensors` plus `<stem>.json`. Both are written to a temporary file and renamed
+into place, the manifest last; the manifest carries the sha256 of the tensor file. An entry without a
+manifest, or whose checksum does not match, is not valid, so an interrupted write is never read back.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from .errors import UserError
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_arrays(stem: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """Write `arrays` and `meta` as one entry at `stem` (no suffix)."""
+    stem = Path(stem)
+    tensor_path = stem.with_name(stem.name + ".safetensors")
+    tensor_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=tensor_path.parent, prefix=f".{tensor_path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        checksum = sha256_file(Path(tmp))
+        os.replace(tmp, tensor_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    manifest = dict(meta)
+    manifest["sha256"] = checksum
+    manifest["tensors"] = {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()}
+    atomic_write_text(stem.with_name(stem.name + ".json"), json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def load_arrays(stem: Path) -> tuple[dict[str, np.ndarray], dict] | None:
+    """The entry at `stem`, or None when it is absent, incomplete or fails its checksum."""
+    stem = Path(stem)
+    manifest_path = stem.with_name(stem.name + ".json")
+    tensor_path = stem.with_name(stem.name + ".safetensors")
+    if not manifest_path.is_file() or not tensor_path.is_file():
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if manifest.get("sha256") != sha256_file(tensor_path):
+        return None
+    try:
+        arrays = load_file(str(tensor_path))
+    except Exception:  # a corrupt file that still matched is not expected; treat as a miss
+        return None
+    for name, spec in manifest.get("tensors", {}).items():
+        if name not in arrays or list(arrays[name].shape) != spec["shape"]:
+            return None
+    return arrays, manifest
+
+
+def ensure_writable_dir(path: Path, what: str, flag: str) -> Path:
+    path = Path(path).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-", delete=True)
+        probe.close()
+    except OSError as err:
+        raise UserError(f"{what} {path} is not writable ({err.strerror}); choose another with {flag}") from err
+    return path
