@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from . import __version__
 from .cache import DatasetFeatures
@@ -69,7 +69,7 @@ def run_one(features: DatasetFeatures, method: str, shots: int, seed: int) -> di
         "fit_seconds": round(fit_seconds, 4),
         "hparams": {k: v for k, v in clf.chosen_.items()},
         "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in clf.get_params().items()},
-        "n_train": int(len(ytr)), "n_val": int(len(yval)), "n_test": int(len(features.test.labels)),
+        "n_train": len(ytr), "n_val": len(yval), "n_test": len(features.test.labels),
         "split_source": split.source,
     }
 

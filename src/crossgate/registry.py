@@ -1,7 +1,8 @@
 """One small generic registry: register / get / names(). Unknown names fail with the list of names."""
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from .errors import UserError
 

@@ -94,8 +94,8 @@ def ensure_writable_dir(path: Path, what: str, flag: str) -> Path:
     path = Path(path).expanduser()
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-", delete=True)
-        probe.close()
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-"):
+            pass
     except OSError as err:
         raise UserError(f"{what} {path} is not writable ({err.strerror}); choose another with {flag}") from err
     return path

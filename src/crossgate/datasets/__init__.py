@@ -11,5 +11,15 @@ def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
-__all__ = ["DATASETS", "SPLITS", "ArrayDataset", "Dataset", "Split", "FewShotSplit", "few_shot_split",
-           "sample_few_shot", "load_dataset", "list_datasets"]
+__all__ = [
+    "DATASETS",
+    "SPLITS",
+    "ArrayDataset",
+    "Dataset",
+    "FewShotSplit",
+    "Split",
+    "few_shot_split",
+    "list_datasets",
+    "load_dataset",
+    "sample_few_shot",
+]

@@ -1,5 +1,5 @@
-from . import lite, openclip  # noqa: F401  (registers backbones)
 from ..errors import UserError
+from . import lite, openclip  # noqa: F401  (registers backbones)
 from .base import BACKBONES, Encoder
 from .openclip import PREFIX as OPENCLIP_PREFIX
 

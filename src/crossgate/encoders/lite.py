@@ -55,7 +55,7 @@ def load_efficientnet_lite0() -> torch.nn.Module:
     names = list(model.state_dict())
     if len(names) != len(state):
         raise RuntimeError(f"EfficientNet-Lite0 checkpoint has {len(state)} tensors, timm expects {len(names)}")
-    model.load_state_dict(dict(zip(names, state.values())), strict=True)
+    model.load_state_dict(dict(zip(names, state.values(), strict=True)), strict=True)
     return model.eval()
 
 

@@ -68,7 +68,7 @@ class FewShotClassifier:
         self.n_classes_ = n_classes
         return x, y, val
 
-    def fit(self, x, y, *, text: TextFeatures | None = None, val=None) -> "FewShotClassifier":
+    def fit(self, x, y, *, text: TextFeatures | None = None, val=None) -> FewShotClassifier:
         raise NotImplementedError
 
     def _logits(self, x: np.ndarray) -> np.ndarray:

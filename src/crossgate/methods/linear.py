@@ -1,7 +1,6 @@
 """Image-only linear probe: multinomial logistic regression on unit-norm features."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from .base import METHODS, FewShotClassifier, unit_rows

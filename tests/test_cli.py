@@ -1,0 +1,105 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from crossgate.cli import main
+from crossgate.results import read_rows
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_error(capsys, *argv):
+    """A user error: exit status 2 and exactly one line on stderr, no traceback."""
+    with pytest.raises(SystemExit) as exc:
+        code = main(list(argv))
+        raise SystemExit(code)
+    out, err = capsys.readouterr()
+    assert exc.value.code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "--backbone", "resnet9000"], "unknown backbone 'resnet9000'; available: lite, tiny-clip"),
+    (["bench", "--dataset", "imagenet-9000"], "unknown dataset 'imagenet-9000'; available: fashion-mnist"),
+    (["bench", "--methods", "zeroshot,magic"], "unknown method 'magic'; available: zeroshot, linear"),
+    (["bench", "--methods", ","], "expected 'all' or a comma-separated list of method names"),
+    (["bench", "--shots", "0"], "expected a positive integer, got 0"),
+    (["bench", "--shots", "-3"], "expected a positive integer, got -3"),
+    (["bench", "--shots", "four"], "expected a positive integer, got 'four'"),
+    (["bench", "--shots", "1,1"], "duplicate values"),
+    (["bench", "--seeds", "x"], "expected a positive integer, got 'x'"),
+    (["bench", "--seeds", ""], "expected a comma-separated list of positive integers"),
+    (["bench", "--batch-size", "0"], "expected a positive integer, got 0"),
+    (["bench", "--device", "tpu"], "invalid choice: 'tpu'"),
+    (["extract", "--backbone", "openclip:NoSuchNet/openai"], "unknown open_clip architecture"),
+    (["report", "/nonexistent/dir"], "no results in /nonexistent/dir/results.jsonl"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ([], "the following arguments are required: COMMAND"),
+])
+def test_bad_input_is_one_line_and_status_2(capsys, argv, message):
+    assert message in run_error(capsys, *argv)
+
+
+def test_debug_shows_the_traceback():
+    from crossgate.errors import UserError
+
+    with pytest.raises(UserError):
+        main(["bench", "--debug", "--backbone", "resnet9000"])
+
+
+def test_listings(capsys):
+    assert run(capsys, "backbones")[1].startswith("lite ")
+    assert "fashion-mnist-full" in run(capsys, "datasets")[1]
+    assert run(capsys, "methods")[1].splitlines()[0].startswith("zeroshot")
+
+
+def test_entry_points_and_help():
+    for cmd in (["crossgate"], [sys.executable, "-m", "crossgate"]):
+        out = subprocess.run(cmd + ["--help"], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and "demo" in out.stdout and "bench" in out.stdout
+    out = subprocess.run(["crossgate", "bench", "--shots", "0"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+
+
+def test_bench_end_to_end_and_resume(capsys, tmp_path):
+    argv = ["bench", "--backbone", "tiny-clip", "--shots", "1,2", "--seeds", "1,2", "--out", str(tmp_path / "run"),
+            "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and "| zeroshot |" in out and "| linear |" in out
+    results = tmp_path / "run" / "results.jsonl"
+    rows = read_rows(results)
+    assert len(rows) == 2 * 2 * 2
+    required = {"dataset", "backbone", "method", "shots", "seed", "acc_train", "acc_val", "acc_test",
+                "fit_seconds", "hparams", "crossgate_version", "git_commit", "backbone_identity", "split_source"}
+    assert all(required <= set(r) for r in rows)
+    assert all(0 <= r["acc_test"] <= 100 and r["n_test"] == 2000 for r in rows)
+    assert {r["n_train"] for r in rows if r["shots"] == 2} == {20}
+    for name in ("summary.md", "summary.csv", "accuracy_vs_shots__fashion-mnist__tiny-clip.png"):
+        assert (tmp_path / "run" / name).stat().st_size > 0
+
+    # resume: a crash left half a line; finished runs are skipped, the half line is dropped
+    lines = results.read_text().splitlines(keepends=True)
+    results.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
+    code, _, _ = run(capsys, *argv)
+    again = read_rows(results)
+    assert code == 0 and len(again) == 8
+    assert [json.dumps(r, sort_keys=True) for r in again[:7]] == [json.dumps(r, sort_keys=True) for r in rows[:7]]
+    assert {(r["method"], r["shots"], r["seed"]) for r in again} == {(r["method"], r["shots"], r["seed"]) for r in rows}
+
+    # report regenerates the tables from results.jsonl alone
+    (tmp_path / "run" / "summary.md").unlink()
+    code, out, _ = run(capsys, "report", str(tmp_path / "run"))
+    assert code == 0 and (tmp_path / "run" / "summary.md").is_file() and "| linear |" in out
+
+
+def test_extract_fills_the_cache(capsys, tmp_path):
+    code, out, _ = run(capsys, "extract", "--backbone", "tiny-clip", "--cache-dir", str(tmp_path), "--no-progress")
+    assert code == 0 and "train 480, val 160, test 2000" in out
+    assert len(list((tmp_path / "features" / "image").glob("*.safetensors"))) == 3

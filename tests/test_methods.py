@@ -1,0 +1,93 @@
+"""Contract tests run over every registered method, plus method-specific checks."""
+import numpy as np
+import pytest
+
+from crossgate.cache import TextFeatures
+from crossgate.errors import UserError
+from crossgate.methods import create_method, list_methods
+
+
+def blobs(n_classes=4, per_class=8, dim=16, seed=0, spread=0.3):
+    """Class clusters around random unit directions, plus matching 'text' features (the directions)."""
+    centers = np.random.default_rng(1234).normal(size=(n_classes, dim))  # the same classes for every seed
+    rng = np.random.default_rng(seed)
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    labels = np.repeat(np.arange(n_classes), per_class)
+    x = (centers[labels] + spread * rng.normal(size=(len(labels), dim))).astype(np.float32)
+    text_x = np.repeat(centers, 2, axis=0).astype(np.float32) + 0.05 * rng.normal(size=(2 * n_classes, dim))
+    text = TextFeatures(x=text_x.astype(np.float32), native=text_x.astype(np.float32),
+                        labels=np.repeat(np.arange(n_classes), 2),
+                        texts=[f"t{i}" for i in range(2 * n_classes)])
+    return x, labels, text
+
+
+@pytest.fixture(params=list_methods())
+def method(request):
+    return request.param
+
+
+def test_contract(method):
+    x, y, text = blobs()
+    xv, yv, _ = blobs(seed=1)
+    xt, yt, _ = blobs(per_class=50, seed=2)
+    clf = create_method(method, random_state=0)
+    before = dict(vars(clf))
+    assert clf.fit(x, y, text=text, val=(xv, yv)) is clf
+    learned = set(vars(clf)) - set(before)
+    assert learned and all(name.endswith("_") for name in learned)
+    proba = clf.predict_proba(xt)
+    assert proba.shape == (len(xt), 4) and np.allclose(proba.sum(1), 1, atol=1e-5)
+    assert np.array_equal(clf.predict(xt), proba.argmax(1))
+    assert clf.score(xt, yt) > 0.8  # well-separated clusters; chance is 0.25
+    assert isinstance(clf.chosen_, dict) and set(clf.get_params()) >= {"random_state"}
+
+
+def test_deterministic(method):
+    x, y, text = blobs()
+    a = create_method(method, random_state=3).fit(x, y, text=text, val=blobs(seed=1)[:2]).predict_proba(x)
+    b = create_method(method, random_state=3).fit(x, y, text=text, val=blobs(seed=1)[:2]).predict_proba(x)
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros(5), "must be a 2-D array"),
+    (np.full((32, 16), np.nan), "NaN or infinite"),
+])
+def test_bad_features(method, bad, message):
+    _, y, text = blobs()
+    with pytest.raises(UserError, match=message):
+        create_method(method).fit(bad, y[: len(bad)], text=text)
+
+
+def test_wrong_feature_size_at_predict(method):
+    x, y, text = blobs()
+    clf = create_method(method).fit(x, y, text=text)
+    with pytest.raises(UserError, match="has 3 features but the classifier was fitted on 16"):
+        clf.predict(np.zeros((2, 3)))
+
+
+def test_predict_before_fit(method):
+    with pytest.raises(UserError, match="not fitted yet"):
+        create_method(method).predict(np.zeros((2, 3)))
+
+
+def test_zero_norm_features_do_not_divide_by_zero(method):
+    x, y, text = blobs()
+    clf = create_method(method).fit(x, y, text=text)
+    assert np.isfinite(clf.predict_proba(np.zeros((3, 16), np.float32))).all()
+
+
+def test_zeroshot_needs_text_and_ignores_image_labels():
+    x, y, text = blobs()
+    with pytest.raises(UserError, match="needs the class text features"):
+        create_method("zeroshot").fit(x, y)
+    a = create_method("zeroshot").fit(x, y, text=text).predict_proba(x)
+    b = create_method("zeroshot").fit(x, np.roll(y, 3), text=text).predict_proba(x)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_linear_chooses_l2_on_validation():
+    x, y, text = blobs(spread=1.0)
+    clf = create_method("linear", l2_grid=(1e-4, 10.0)).fit(x, y, val=blobs(spread=1.0, seed=5)[:2])
+    assert clf.chosen_["l2"] in (1e-4, 10.0)
+    assert create_method("linear", l2_grid=(0.5,)).fit(x, y).chosen_ == {"l2": 0.5}
