@@ -40,3 +40,20 @@ def embedded():
 def _isolated_env(monkeypatch, tmp_path):
     """No test reads or writes the user's real cache."""
     monkeypatch.setenv("CROSSGATE_CACHE", str(tmp_path / "default-cache"))
+
+
+@pytest.fixture(scope="session")
+def lite_val_features(lite, embedded, session_cache):
+    """Real lite features of the embedded default's 160 validation images and its prompts, unit-norm."""
+    import torch
+
+    from crossgate.cache import FeatureCache
+
+    cache = FeatureCache(session_cache, progress=False)
+    val = cache.image_features(lite, embedded, "val")
+    text = cache.text_features(lite, embedded)
+
+    def unit(a):
+        return torch.nn.functional.normalize(torch.from_numpy(a), dim=1)
+
+    return unit(val.x), torch.from_numpy(val.labels), unit(text.x), torch.from_numpy(text.labels)

@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from crossgate.cli import main
+from crossgate.methods import list_methods
 from crossgate.results import read_rows
 
 
@@ -41,6 +42,11 @@ def run_error(capsys, *argv):
     (["extract", "--backbone", "openclip:NoSuchNet/openai"], "unknown open_clip architecture"),
     (["report", "/nonexistent/dir"], "no results in /nonexistent/dir/results.jsonl"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["bench", "--gate-k", "0"], "expected a positive integer, got 0"),
+    (["bench", "--gate-lr", "-1"], "expected a positive number, got '-1'"),
+    (["bench", "--gate-text-ratio", "1.5"], "expected a number in [0, 1), got '1.5'"),
+    (["bench", "--gate-text-space", "latent"], "invalid choice: 'latent'"),
+    (["explain", "--method", "linear"], "method 'linear' has no gate to explain"),
     ([], "the following arguments are required: COMMAND"),
 ])
 def test_bad_input_is_one_line_and_status_2(capsys, argv, message):
@@ -75,7 +81,9 @@ def test_bench_end_to_end_and_resume(capsys, tmp_path):
     assert code == 0 and "| zeroshot |" in out and "| linear |" in out
     results = tmp_path / "run" / "results.jsonl"
     rows = read_rows(results)
-    assert len(rows) == 2 * 2 * 2
+    n_methods = len(list_methods())
+    assert len(rows) == n_methods * 2 * 2 and {r["method"] for r in rows} == set(list_methods())
+    assert all(0 <= r["gate_top1_true_class"] <= 100 for r in rows if r["method"].startswith("gate"))
     required = {"dataset", "backbone", "method", "shots", "seed", "acc_train", "acc_val", "acc_test",
                 "fit_seconds", "hparams", "crossgate_version", "git_commit", "backbone_identity", "split_source"}
     assert all(required <= set(r) for r in rows)
@@ -89,8 +97,9 @@ def test_bench_end_to_end_and_resume(capsys, tmp_path):
     results.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
     code, _, _ = run(capsys, *argv)
     again = read_rows(results)
-    assert code == 0 and len(again) == 8
-    assert [json.dumps(r, sort_keys=True) for r in again[:7]] == [json.dumps(r, sort_keys=True) for r in rows[:7]]
+    assert code == 0 and len(again) == len(rows)
+    n = len(rows) - 1
+    assert [json.dumps(r, sort_keys=True) for r in again[:n]] == [json.dumps(r, sort_keys=True) for r in rows[:n]]
     assert {(r["method"], r["shots"], r["seed"]) for r in again} == {(r["method"], r["shots"], r["seed"]) for r in rows}
 
     # report regenerates the tables from results.jsonl alone
@@ -103,3 +112,26 @@ def test_extract_fills_the_cache(capsys, tmp_path):
     code, out, _ = run(capsys, "extract", "--backbone", "tiny-clip", "--cache-dir", str(tmp_path), "--no-progress")
     assert code == 0 and "train 480, val 160, test 2000" in out
     assert len(list((tmp_path / "features" / "image").glob("*.safetensors"))) == 3
+
+
+def test_gate_flags_reach_the_config(capsys, tmp_path):
+    from crossgate.cli import build_parser, gate_config_from
+
+    args = build_parser().parse_args(["bench", "--gate-k", "all", "--gate-d-proj", "64", "--gate-epochs", "3",
+                                      "--gate-text-space", "native"])
+    cfg = gate_config_from(args)
+    assert (cfg.k, cfg.d_proj, cfg.epochs, cfg.text_space, cfg.lr) == ("all", 64, 3, "native", 1e-3)
+
+
+def test_explain_prints_selected_texts(capsys, tmp_path):
+    code, out, _ = run(capsys, "explain", "--backbone", "tiny-clip", "--method", "gate", "--shots", "2",
+                       "--gate-epochs", "2", "--gate-k", "3", "--images", "1,2000", "--no-progress",
+                       "--cache-dir", str(tmp_path))
+    assert code == 0, out
+    assert "test image 1: true 't-shirt'" in out and "test image 2000: true 'ankle boot'" in out
+    selections = [line for line in out.splitlines() if line.startswith("  ") and "] a " in line]
+    assert len(selections) == 2 * 3  # k = 3 texts for each of the two images
+    assert "Top-1 selection is of the true class for" in out
+    err = run_error(capsys, "explain", "--backbone", "tiny-clip", "--images", "2001", "--gate-epochs", "1",
+                    "--no-progress", "--cache-dir", str(tmp_path))
+    assert "image 2001 is out of range: the test split has 2000 images" in err

@@ -46,6 +46,62 @@ def name_list(text: str) -> tuple[str, ...]:
     return () if items == ("all",) else items
 
 
+def k_value(text: str) -> int | str:
+    return "all" if text == "all" else positive_int(text)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    return 0.0 if text.strip() in ("0", "0.0") else positive_float(text)
+
+
+# GateConfig fields -> flag parsers; every field is a flag `--gate-<field>` (defaults: the paper's)
+GATE_FLAG_TYPES = {"d_proj": positive_int, "k": k_value, "lambda_rec": non_negative_float,
+                   "lambda_align": non_negative_float, "lr": positive_float, "epochs": positive_int,
+                   "step_epochs": positive_int, "gamma": positive_float, "eval_every": positive_int,
+                   "batch_size": positive_int, "text_ratio": fraction, "text_space": str, "init": str}
+GATE_CHOICES = {"text_space": ("image", "native"), "init": ("tied", "default")}
+
+
+def add_gate_flags(p: argparse.ArgumentParser) -> None:
+    from dataclasses import fields
+
+    from .methods.gate import GateConfig
+
+    group = p.add_argument_group("dynamic gate (methods gate, gate-joint; defaults from the paper, section 5.6)")
+    for f in fields(GateConfig):
+        group.add_argument(f"--gate-{f.name.replace('_', '-')}", dest=f"gate_{f.name}", type=GATE_FLAG_TYPES[f.name],
+                           choices=GATE_CHOICES.get(f.name), default=f.default, metavar=None
+                           if f.name in GATE_CHOICES else f.name.upper(), help=f"default: {f.default}")
+
+
+def gate_config_from(args):
+    from dataclasses import fields
+
+    from .methods.gate import GateConfig
+
+    return GateConfig(**{f.name: getattr(args, f"gate_{f.name}") for f in fields(GateConfig)})
+
+
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--cache-dir", type=Path, default=None,
@@ -87,12 +143,25 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--methods", type=name_list, default=(), help="'all' (default) or m1,m2")
         p.add_argument("--out", type=Path, default=Path(out_default),
                        help=f"output directory (default: {out_default}); finished runs in it are skipped")
+        add_gate_flags(p)
 
     add_bench_args(sub.add_parser("bench", parents=[common], help="few-shot benchmark: methods x shots x seeds"),
                    "crossgate-runs/bench")
     add_bench_args(sub.add_parser("demo", parents=[common],
                                   help="the default benchmark: lite backbone, embedded Fashion-MNIST"),
                    "crossgate-demo")
+
+    p = sub.add_parser("explain", parents=[common],
+                       help="fit a gate method and print, per image, the texts the gate selected")
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--backbone", default="lite")
+    p.add_argument("--method", default="gate-joint", help="gate or gate-joint (default: gate-joint)")
+    p.add_argument("--shots", type=positive_int, default=4)
+    p.add_argument("--seed", type=positive_int, default=1)
+    p.add_argument("--split", choices=("train", "val", "test"), default="test", help="images to explain")
+    p.add_argument("--images", type=int_list, default=None,
+                   help="indices into the split (default: the first of each class)")
+    add_gate_flags(p)
 
     p = sub.add_parser("report", parents=[common], help="rebuild summary tables and plots from DIR/results.jsonl")
     p.add_argument("dir", type=Path)
@@ -154,7 +223,7 @@ def cmd_bench(args, settings) -> int:
     from .report import markdown_table, summarize, write_reports
 
     config = BenchConfig(dataset=args.dataset, backbone=args.backbone, shots=args.shots, seeds=args.seeds,
-                         methods=args.methods, out=args.out)
+                         methods=args.methods, out=args.out, gate=gate_config_from(args))
     n_runs = len(config.resolved_methods()) * len(config.shots) * len(config.seeds)  # validates names early
     encoder, dataset, feats = _load(args, settings)
     with tqdm(total=n_runs, desc="fits", unit="run", disable=not settings.progress, dynamic_ncols=True) as bar:
@@ -164,6 +233,45 @@ def cmd_bench(args, settings) -> int:
         print(f"\n{ds} · {bb} · test accuracy (%), mean ± std over seeds {','.join(map(str, config.seeds))}\n")
         print(markdown_table(by_method))
     print(f"\nwrote {config.out / 'results.jsonl'}, " + ", ".join(p.name for p in written))
+    return 0
+
+
+def cmd_explain(args, settings) -> int:
+    import numpy as np
+
+    from .bench import make_method
+    from .datasets import few_shot_split
+    from .methods import METHODS
+
+    if not hasattr(METHODS.factory(args.method), "explain"):
+        raise UserError(f"method {args.method!r} has no gate to explain; use gate or gate-joint")
+    encoder, dataset, feats = _load(args, settings)
+    split = few_shot_split(feats.train.labels, feats.val.labels, args.shots, args.seed, feats.classnames)
+    clf = make_method(args.method, args.seed, gate_config_from(args))
+    clf.fit(feats.train.x[split.train], feats.train.labels[split.train], text=feats.text,
+            val=(feats.val.x[split.val], feats.val.labels[split.val]))
+    images = feats.split(args.split)
+    if args.images is None:
+        chosen = [int(np.flatnonzero(images.labels == c)[0]) for c in np.unique(images.labels)]
+    else:
+        chosen = [i - 1 for i in args.images]  # 1-based on the command line, like the listing below
+        bad = [i + 1 for i in chosen if i >= len(images.labels)]
+        if bad:
+            raise UserError(f"image {bad[0]} is out of range: the {args.split} split has {len(images.labels)} images")
+    x = images.x[chosen]
+    indices, weights = clf.explain(x)
+    predicted = clf.predict(x)
+    names = feats.classnames
+    print(f"{args.method} on {dataset.name} · {args.backbone} · {args.shots}-shot seed {args.seed}: "
+          f"the texts each image selected (k = {indices.shape[1]}), with their weights")
+    for row, i in enumerate(chosen):
+        print(f"\n{args.split} image {i + 1}: true {names[images.labels[i]]!r}, predicted {names[predicted[row]]!r}")
+        for j, w in zip(indices[row], weights[row], strict=True):
+            mark = "*" if clf.text_labels_[j] == images.labels[i] else " "
+            print(f"  {w:6.3f} {mark} [{names[clf.text_labels_[j]]}] {clf.texts_[j]}")
+    rate = clf.top1_true_class_rate(images.x, images.labels)
+    print(f"\n* = a text of the true class. Top-1 selection is of the true class for {100 * rate:.1f}% of the "
+          f"{len(images.labels)} {args.split} images.")
     return 0
 
 
@@ -181,7 +289,7 @@ def cmd_report(args, settings) -> int:
 
 
 COMMANDS = {"backbones": cmd_list, "datasets": cmd_list, "methods": cmd_list, "extract": cmd_extract,
-            "bench": cmd_bench, "demo": cmd_bench, "report": cmd_report}
+            "bench": cmd_bench, "demo": cmd_bench, "explain": cmd_explain, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,310 @@
+"""Few-shot classifiers built on the dynamic gate (crossgate.fusion).
+
+`gate` is the paper's pipeline (sections 3.4, 5.4-5.7): train the gate alone with the combined loss, then
+classify its enhanced image features. The paper says only "accuracy evaluated on enhanced image
+features"; we fit a text-initialised cosine head on them (Lin et al.'s cross-modal probe on enhanced
+features), because it is the strongest simple head that uses no test data and starts from zero-shot.
+
+`gate-joint` is ours: gate and head trained end to end with cross-entropy plus the combined loss, a
+residual path x + β·enhanced (β learned, starting at 0, so training starts from the cross-modal probe),
+a learned temperature, and k / d_proj chosen on the few-shot validation split.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..fusion import DynamicGate, class_text_proj, gate_loss, resolve_k
+from ..train import TrainConfig, cross_modal_batches, train
+from .base import METHODS, FewShotClassifier, unit_rows
+from .linear import LinearProbe
+
+LOGIT_SCALE = 100.0  # CLIP's and Lin et al.'s fixed cosine-logit scale
+
+
+@dataclass
+class GateConfig:
+    d_proj: int = 512  # shared projection size (the paper does not give it)
+    k: int | str = 5  # texts each image selects; "all" for the whole pool
+    lambda_rec: float = 0.75  # weight of the reconstruction loss (paper 5.6)
+    lambda_align: float = 0.25  # weight of the alignment loss (paper 5.6)
+    lr: float = 1e-3  # Adam learning rate (paper 5.6)
+    epochs: int = 20  # passes over the few-shot images (paper 5.6)
+    step_epochs: int = 5  # StepLR step, in epochs (paper 5.6)
+    gamma: float = 0.5  # StepLR decay (paper 5.6)
+    eval_every: int = 100  # validate every this many iterations, or at each epoch end if epochs are shorter
+    batch_size: int = 32  # samples per batch, images and class texts together (Lin et al.)
+    text_ratio: float = 0.5  # share of each batch that is class-text samples (paper 5.6)
+    text_space: str = "image"  # the gate's text pool: "image" (aligned) or "native" (text tower's own)
+    init: str = "tied"  # "tied" (W_text = W_img, W_final = W_imgᵀ; image text space only) or "default"
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(lr=self.lr, epochs=self.epochs, step_epochs=self.step_epochs, gamma=self.gamma,
+                           eval_every=self.eval_every)
+
+    def validate(self, n_texts: int) -> None:
+        if self.text_space not in ("image", "native"):
+            raise ValueError(f"text_space must be 'image' or 'native', got {self.text_space!r}")
+        resolve_k(self.k, n_texts)
+
+
+@dataclass
+class _Data:
+    """Tensors every gate method trains on: unit-norm images, the text pool and text samples."""
+
+    x: torch.Tensor  # (n, d_img) few-shot images
+    y: torch.Tensor
+    pool: torch.Tensor  # (N, d_text) the gate's text pool: every class prompt x template
+    pool_labels: torch.Tensor
+    text_x: torch.Tensor  # (N, d_img) class texts in image space, used as extra training samples
+    class_init: torch.Tensor  # (C, d_img) unit mean template feature per class
+    xv: torch.Tensor | None
+    yv: torch.Tensor | None
+
+    def batch(self, img_idx, txt_idx):
+        x = torch.cat([self.x[img_idx], self.text_x[txt_idx]])
+        return x, torch.cat([self.y[img_idx], self.pool_labels[txt_idx]])
+
+
+def _prepare(x, y, text, val, text_space: str) -> _Data:
+    pool = text.x if text_space == "image" else text.native
+    t = torch.from_numpy
+    return _Data(x=t(unit_rows(x)), y=t(y), pool=t(unit_rows(pool)), pool_labels=t(text.labels.astype(np.int64)),
+                 text_x=t(unit_rows(text.x)), class_init=t(text.class_means().astype(np.float32)),
+                 xv=t(unit_rows(val[0])) if val else None, yv=t(val[1]) if val else None)
+
+
+def _cosine_logits(features: torch.Tensor, weights: torch.Tensor, scale) -> torch.Tensor:
+    return scale * F.normalize(features, dim=1) @ F.normalize(weights, dim=1).T
+
+
+class _GateBase(FewShotClassifier):
+    uses_text = True
+
+    def _gate_output(self, x: torch.Tensor):
+        with torch.no_grad():
+            return self.gate_(x, self.pool_)
+
+    def _store_text(self, text):
+        self.texts_ = list(text.texts)
+        self.text_labels_ = text.labels.astype(np.int64)
+
+    def explain(self, x) -> tuple[np.ndarray, np.ndarray]:
+        """For each image, the indices (into the text pool, best first) and weights of its selected texts."""
+        out = self._gate_output(torch.from_numpy(unit_rows(np.asarray(x, dtype=np.float32))))
+        return out.indices.numpy(), out.weights.numpy()
+
+    def top1_true_class_rate(self, x, y) -> float:
+        """How often the gate's top-1 selected text belongs to the image's true class (a fraction)."""
+        indices, _ = self.explain(x)
+        return float(np.mean(self.text_labels_[indices[:, 0]] == np.asarray(y)))
+
+
+@METHODS.register("gate")
+class Gate(_GateBase):
+    """The paper's dynamic gate trained with its combined loss, then a text-initialised head on its output."""
+
+    def __init__(self, gate_config: GateConfig | None = None, head_epochs: int = 300,
+                 random_state: int | None = None):
+        self.gate_config = gate_config  # GateConfig; None means the paper's defaults
+        self.head_epochs = head_epochs  # full-batch Adam steps of the head on enhanced features
+        self.random_state = random_state  # seeds initialisation and batch order
+
+    def fit(self, x, y, *, text=None, val=None):
+        x, y, val = self._check_fit(x, y, text, val)
+        cfg = self.gate_config or GateConfig()
+        cfg.validate(len(text.labels))
+        data = _prepare(x, y, text, val, cfg.text_space)
+        gen = torch.Generator().manual_seed(self.random_state or 0)
+        torch.manual_seed(self.random_state or 0)
+        gate = DynamicGate(data.x.shape[1], data.pool.shape[1], cfg.d_proj, cfg.k, cfg.init)
+
+        def loss_fn(batch):
+            xb, yb = data.batch(*batch)
+            out = gate(xb, data.pool)
+            return gate_loss(gate, out, xb, yb, data.pool_labels, self.n_classes_, cfg.lambda_rec,
+                             cfg.lambda_align).total
+
+        def evaluate():
+            xe, ye = (data.xv, data.yv) if data.xv is not None else (data.x, data.y)
+            out = gate(xe, data.pool)
+            targets = class_text_proj(out.text_proj, data.pool_labels, self.n_classes_)
+            feats = out.enhanced if out.enhanced.shape[1] == targets.shape[1] else gate.shared_space(out.enhanced)
+            acc = float((_cosine_logits(feats, targets, 1.0).argmax(1) == ye).float().mean())
+            loss = gate_loss(gate, out, xe, ye, data.pool_labels, self.n_classes_, cfg.lambda_rec,
+                             cfg.lambda_align).total
+            return acc, -float(loss)
+
+        result = train(gate, loss_fn,
+                       lambda epoch: cross_modal_batches(len(data.x), len(data.pool_labels), cfg.batch_size,
+                                                         cfg.text_ratio, gen),
+                       evaluate, cfg.train_config())
+        gate.requires_grad_(False)
+        self.gate_ = gate
+        self.pool_ = data.pool
+        self.head_ = self._fit_head(data)
+        self._store_text(text)
+        self.chosen_ = {"gate_best_iteration": result.best_iteration, "gate_iterations": result.iterations}
+        return self
+
+    def _fit_head(self, data: _Data) -> torch.Tensor:
+        """Cosine head on enhanced features of the images and class texts, initialised from the texts."""
+        with torch.no_grad():
+            feats = self.gate_(torch.cat([data.x, data.text_x]), data.pool).enhanced
+            labels = torch.cat([data.y, data.pool_labels])
+            val_feats = self.gate_(data.xv, data.pool).enhanced if data.xv is not None else feats
+            val_labels = data.yv if data.xv is not None else labels
+        head = nn.Module()
+        head.weight = nn.Parameter(data.class_init.clone())
+
+        def loss_fn(_):
+            return F.cross_entropy(_cosine_logits(feats, head.weight, LOGIT_SCALE), labels)
+
+        def evaluate():
+            logits = _cosine_logits(val_feats, head.weight, LOGIT_SCALE)
+            return float((logits.argmax(1) == val_labels).float().mean()), -float(F.cross_entropy(logits, val_labels))
+
+        train(head, loss_fn, lambda epoch: [None], evaluate,
+              TrainConfig(lr=1e-3, epochs=self.head_epochs, step_epochs=10 ** 9, eval_every=10))
+        return head.weight.detach()
+
+    def _logits(self, x):
+        with torch.no_grad():
+            enhanced = self._gate_output(torch.from_numpy(unit_rows(x))).enhanced
+            return _cosine_logits(enhanced, self.head_, LOGIT_SCALE).numpy()
+
+
+@dataclass
+class JointConfig:
+    steps: int = 100  # full-batch Adam steps (few-shot sets are small enough to use every sample each step)
+    lr: float = 1e-3  # Adam learning rate
+    eval_every: int = 5  # validate every this many steps (and the warm start); the best state is kept
+    center: bool = True  # subtract the few-shot images' mean (texts: the pool's mean) before normalising
+    aux_weight: float = 1.0  # weight of the paper's combined gate loss next to cross-entropy
+    text_weight: float = 0.5  # share of the cross-entropy on class-text samples (Lin et al.'s batch ratio)
+    l2_grid: tuple = (1e-4, 1e-3, 1e-2)  # L2 strengths of the warm-start probe, chosen on validation
+    k_grid: tuple = (1, 5, "all")  # candidate k, chosen on validation ("all" = whole pool)
+    d_proj_grid: tuple = (256,)  # candidate projection sizes, chosen on validation
+    init: str = "tied"  # gate initialisation, see DynamicGate.tie_init
+
+
+class _JointModel(nn.Module):
+    """logits = W z + b + s·100·cos(z, class texts), z = x + β·gate(x).enhanced.
+
+    Warm-started at the validation-chosen logistic-regression probe (β = s = 0), so training only keeps
+    what the gate and the text prior add on validation.
+    """
+
+    def __init__(self, gate: DynamicGate, probe: torch.Tensor, class_text: torch.Tensor):
+        super().__init__()
+        self.gate = gate
+        self.beta = nn.Parameter(torch.zeros(()))
+        self.weight = nn.Parameter(probe[:, :-1].clone())
+        self.bias = nn.Parameter(probe[:, -1].clone())
+        self.text_scale = nn.Parameter(torch.zeros(()))
+        self.register_buffer("class_text", class_text)
+
+    def forward(self, x: torch.Tensor, pool: torch.Tensor):
+        out = self.gate(x, pool)
+        z = x + self.beta * out.enhanced
+        logits = z @ self.weight.T + self.bias + self.text_scale * _cosine_logits(z, self.class_text, LOGIT_SCALE)
+        return logits, out
+
+
+def _center(data: _Data) -> tuple[_Data, torch.Tensor]:
+    """Remove the common direction of each modality, estimated on training data only."""
+    img_mean, txt_mean = data.x.mean(0), data.text_x.mean(0)
+    pool_mean = data.pool.mean(0)
+    norm = F.normalize
+    text_x = norm(data.text_x - txt_mean, dim=1)
+    class_init = norm(class_text_proj(text_x, data.pool_labels, len(data.class_init)), dim=1)
+    return (replace(data, x=norm(data.x - img_mean, dim=1), pool=norm(data.pool - pool_mean, dim=1),
+                    text_x=text_x, class_init=class_init,
+                    xv=norm(data.xv - img_mean, dim=1) if data.xv is not None else None), img_mean)
+
+
+@METHODS.register("gate-joint")
+class GateJoint(_GateBase):
+    """Ours: gate + residual + text-initialised cosine head trained end to end; k, d_proj chosen on validation."""
+
+    def __init__(self, config: JointConfig | None = None, gate_config: GateConfig | None = None,
+                 random_state: int | None = None):
+        self.config = config  # JointConfig: optimisation, centering and the validation grid
+        self.gate_config = gate_config  # GateConfig: loss weights and text space (its k, d_proj are searched)
+        self.random_state = random_state
+
+    def fit(self, x, y, *, text=None, val=None):
+        x, y, val = self._check_fit(x, y, text, val)
+        cfg, gcfg = self.config or JointConfig(), self.gate_config or GateConfig()
+        data = _prepare(x, y, text, val, gcfg.text_space)
+        self.img_mean_ = torch.zeros(data.x.shape[1])
+        if cfg.center:
+            data, self.img_mean_ = _center(data)
+        probe = LinearProbe(l2_grid=cfg.l2_grid).fit(data.x.numpy(), data.y.numpy(), val=(
+            (data.xv.numpy(), data.yv.numpy()) if data.xv is not None else None))
+        # LinearProbe normalises rows again; ours are unit-norm already, so its solution applies as is
+        probe_w = torch.from_numpy(np.concatenate([probe.coef_, probe.intercept_[:, None]], axis=1))
+        n_texts = len(text.labels)
+        ks = list(dict.fromkeys(k if k == "all" else min(k, n_texts) for k in cfg.k_grid))
+        best = None
+        for d_proj in cfg.d_proj_grid:
+            for k in ks:
+                trial = replace(gcfg, k=k, d_proj=d_proj, init=cfg.init)
+                trial.validate(n_texts)
+                model, result = self._fit_one(data, cfg, trial, probe_w, probe.l2_)
+                if best is None or result.best_score > best[0]:
+                    best = (result.best_score, model, trial, result)
+        _, self.model_, trial, result = best
+        self.gate_ = self.model_.gate
+        self.pool_ = data.pool
+        self._store_text(text)
+        self.chosen_ = {"k": trial.k, "d_proj": trial.d_proj, "l2": probe.l2_,
+                        "beta": round(float(self.model_.beta), 4),
+                        "text_scale": round(float(self.model_.text_scale), 4), "best_step": result.best_iteration}
+        return self
+
+    def _fit_one(self, data: _Data, cfg: JointConfig, gcfg: GateConfig, probe_w: torch.Tensor, l2: float):
+        torch.manual_seed(self.random_state or 0)
+        gate = DynamicGate(data.x.shape[1], data.pool.shape[1], gcfg.d_proj, gcfg.k, gcfg.init)
+        model = _JointModel(gate, probe_w, data.class_init)
+        n_classes = self.n_classes_
+
+        # images and class-text samples in one batch; cross-entropy weighted by modality (Lin's batch ratio)
+        xb, yb = torch.cat([data.x, data.text_x]), torch.cat([data.y, data.pool_labels])
+        n_img, n_txt = len(data.y), len(data.pool_labels)
+        ce_weights = torch.cat([torch.full((n_img,), (1 - cfg.text_weight) / n_img),
+                                torch.full((n_txt,), cfg.text_weight / n_txt)])
+
+        def loss_fn(_):
+            logits, out = model(xb, data.pool)
+            aux = gate_loss(model.gate, out, xb, yb, data.pool_labels, n_classes, gcfg.lambda_rec, gcfg.lambda_align)
+            ce = (ce_weights * F.cross_entropy(logits, yb, reduction="none")).sum()
+            # the paper's L_align sums over the batch; per sample here, so a full batch weighs like a minibatch
+            gate_term = gcfg.lambda_rec * aux.rec + gcfg.lambda_align * aux.align / len(yb)
+            return ce + cfg.aux_weight * gate_term + l2 * (model.weight ** 2).sum()
+
+        def evaluate():
+            xe, ye = (data.xv, data.yv) if data.xv is not None else (data.x, data.y)
+            logits, _ = model(xe, data.pool)
+            return float((logits.argmax(1) == ye).float().mean()), -float(F.cross_entropy(logits, ye))
+
+        result = train(model, loss_fn, lambda step: [None], evaluate,
+                       TrainConfig(lr=cfg.lr, epochs=cfg.steps, step_epochs=max(1, cfg.steps // 4), gamma=0.5,
+                                   eval_every=cfg.eval_every, eval_at_start=True))
+        model.requires_grad_(False)
+        return model, result
+
+    def _inputs(self, x: np.ndarray) -> torch.Tensor:
+        return F.normalize(torch.from_numpy(unit_rows(x)) - self.img_mean_, dim=1)
+
+    def _gate_output(self, x: torch.Tensor):
+        with torch.no_grad():
+            return self.gate_(F.normalize(x - self.img_mean_, dim=1), self.pool_)
+
+    def _logits(self, x):
+        with torch.no_grad():
+            return self.model_(self._inputs(x), self.pool_)[0].numpy()
