@@ -47,6 +47,9 @@ def run_error(capsys, *argv):
     (["bench", "--gate-text-ratio", "1.5"], "expected a number in [0, 1), got '1.5'"),
     (["bench", "--gate-text-space", "latent"], "invalid choice: 'latent'"),
     (["explain", "--method", "linear"], "method 'linear' has no gate to explain"),
+    (["bench", "--jobs", "0"], "expected a positive integer, got 0"),
+    (["bench", "--probe-patience", "soon"], "expected a positive integer, got 'soon'"),
+    (["bench", "--probe-iterations", "1.5"], "expected a positive integer, got '1.5'"),
     ([], "the following arguments are required: COMMAND"),
 ])
 def test_bad_input_is_one_line_and_status_2(capsys, argv, message):
@@ -76,7 +79,7 @@ def test_entry_points_and_help():
 
 def test_bench_end_to_end_and_resume(capsys, tmp_path):
     argv = ["bench", "--backbone", "tiny-clip", "--shots", "1,2", "--seeds", "1,2", "--out", str(tmp_path / "run"),
-            "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+            "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--probe-iterations", "300", "--jobs", "2"]
     code, out, _ = run(capsys, *argv)
     assert code == 0 and "| zeroshot |" in out and "| linear |" in out
     results = tmp_path / "run" / "results.jsonl"
@@ -91,6 +94,13 @@ def test_bench_end_to_end_and_resume(capsys, tmp_path):
     assert {r["n_train"] for r in rows if r["shots"] == 2} == {20}
     for name in ("summary.md", "summary.csv", "accuracy_vs_shots__fashion-mnist__tiny-clip.png"):
         assert (tmp_path / "run" / name).stat().st_size > 0
+
+    # the same rows (but timings) whatever the number of worker processes
+    serial = tmp_path / "serial"
+    run(capsys, *[a if a != str(tmp_path / "run") else str(serial) for a in argv[:-1]], "1")
+    def strip(r):
+        return {k: v for k, v in r.items() if k != "fit_seconds"}
+    assert [strip(r) for r in read_rows(serial / "results.jsonl")] == [strip(r) for r in rows]
 
     # resume: a crash left half a line; finished runs are skipped, the half line is dropped
     lines = results.read_text().splitlines(keepends=True)

@@ -86,8 +86,8 @@ def test_zeroshot_needs_text_and_ignores_image_labels():
     np.testing.assert_array_equal(a, b)
 
 
-def test_linear_chooses_l2_on_validation():
+def test_logreg_chooses_l2_on_validation():
     x, y, text = blobs(spread=1.0)
-    clf = create_method("linear", l2_grid=(1e-4, 10.0)).fit(x, y, val=blobs(spread=1.0, seed=5)[:2])
+    clf = create_method("logreg", l2_grid=(1e-4, 10.0)).fit(x, y, val=blobs(spread=1.0, seed=5)[:2])
     assert clf.chosen_["l2"] in (1e-4, 10.0)
-    assert create_method("linear", l2_grid=(0.5,)).fit(x, y).chosen_ == {"l2": 0.5}
+    assert create_method("logreg", l2_grid=(0.5,)).fit(x, y).chosen_ == {"l2": 0.5}

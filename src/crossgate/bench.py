@@ -17,6 +17,7 @@ from .datasets import few_shot_split
 from .errors import UserError
 from .methods import METHODS, create_method, list_methods
 from .methods.gate import GateConfig
+from .methods.probe import ProbeSearch
 from .results import append_row, read_rows, repair, run_key
 
 DEFAULT_SHOTS = (1, 2, 4, 8, 16)
@@ -32,6 +33,8 @@ class BenchConfig:
     methods: tuple[str, ...] = field(default_factory=tuple)  # empty: every registered method
     out: Path = Path("crossgate-demo")  # results.jsonl, summary.md, summary.csv, plots
     gate: GateConfig = field(default_factory=GateConfig)  # for the methods built on the dynamic gate
+    probe: ProbeSearch = field(default_factory=ProbeSearch)  # Lin et al.'s search for linear / crossmodal
+    jobs: int = 1  # worker processes; each fits whole (shots, seed) draws single-threaded
 
     def resolved_methods(self) -> list[str]:
         names = list(self.methods) or list_methods()
@@ -61,20 +64,24 @@ def _jsonable(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-def make_method(method: str, seed: int, gate: GateConfig | None = None):
-    """A fresh estimator; the gate settings go to the methods that take them."""
+def make_method(method: str, seed: int, gate: GateConfig | None = None, probe: ProbeSearch | None = None):
+    """A fresh estimator; the gate and probe-search settings go to the methods that take them."""
     params = {"random_state": seed}
-    if gate is not None and "gate_config" in inspect.signature(METHODS.factory(method)).parameters:
+    accepted = inspect.signature(METHODS.factory(method)).parameters
+    if gate is not None and "gate_config" in accepted:
         params["gate_config"] = gate
+    if probe is not None and "search" in accepted and method in ("linear", "crossmodal"):
+        params["search"] = probe
     return create_method(method, **params)
 
 
-def run_one(features: DatasetFeatures, method: str, shots: int, seed: int, gate: GateConfig | None = None) -> dict:
+def run_one(features: DatasetFeatures, method: str, shots: int, seed: int, gate: GateConfig | None = None,
+            probe: ProbeSearch | None = None) -> dict:
     """Fit one method on one few-shot draw; accuracies in percent."""
     split = few_shot_split(features.train.labels, features.val.labels, shots, seed, features.classnames)
     xtr, ytr = features.train.x[split.train], features.train.labels[split.train]
     xval, yval = features.val.x[split.val], features.val.labels[split.val]
-    clf = make_method(method, seed, gate)
+    clf = make_method(method, seed, gate, probe)
     start = time.perf_counter()
     clf.fit(xtr, ytr, text=features.text, val=(xval, yval))
     fit_seconds = time.perf_counter() - start
@@ -95,9 +102,28 @@ def run_one(features: DatasetFeatures, method: str, shots: int, seed: int, gate:
     }
 
 
+_WORKER_FEATURES: DatasetFeatures | None = None
+
+
+def _worker_init(features: DatasetFeatures) -> None:
+    global _WORKER_FEATURES
+    import torch
+
+    torch.set_num_threads(1)  # one core per worker; the workers share the machine
+    _WORKER_FEATURES = features
+
+
+def _worker_run(job: tuple) -> dict:
+    method, shots, seed, gate, probe = job
+    return run_one(_WORKER_FEATURES, method, shots, seed, gate, probe)
+
+
 def run_bench(config: BenchConfig, features: DatasetFeatures, backbone_identity: str,
               on_run: Callable[[dict | None, tuple], None] | None = None) -> list[dict]:
-    """Run every missing (method, shots, seed) and append it to out/results.jsonl; return all rows."""
+    """Run every missing (method, shots, seed) and append it to out/results.jsonl; return all rows.
+
+    Rows are appended in grid order as they finish, so results.jsonl is the same for any --jobs.
+    """
     methods = config.resolved_methods()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -105,22 +131,39 @@ def run_bench(config: BenchConfig, features: DatasetFeatures, backbone_identity:
     repair(path)
     done = {run_key(r) for r in read_rows(path)}
     commit = git_commit()
-    for shots in config.shots:
-        for seed in config.seeds:
-            for method in methods:
-                key = (config.dataset, config.backbone, method, shots, seed)
-                if key in done:
-                    if on_run:
-                        on_run(None, key)
-                    continue
-                row = {"dataset": config.dataset, "backbone": config.backbone,
-                       "backbone_identity": backbone_identity,
-                       **run_one(features, method, shots, seed, config.gate),
-                       "crossgate_version": __version__, "git_commit": commit}
-                append_row(path, row)
-                if on_run:
-                    on_run(row, key)
-    wanted = {(config.dataset, config.backbone, m, k, s)
-              for m in methods for k in config.shots for s in config.seeds}
-    return [r for r in read_rows(path) if run_key(r) in wanted]
+    grid = [(m, k, s) for k in config.shots for s in config.seeds for m in methods]
+    todo = [(m, k, s) for m, k, s in grid if (config.dataset, config.backbone, m, k, s) not in done]
+    if on_run:
+        for m, k, s in grid:
+            if (m, k, s) not in todo:
+                on_run(None, (config.dataset, config.backbone, m, k, s))
 
+    def record(job, result):
+        row = {"dataset": config.dataset, "backbone": config.backbone, "backbone_identity": backbone_identity,
+               **result, "crossgate_version": __version__, "git_commit": commit}
+        append_row(path, row)
+        if on_run:
+            on_run(row, (config.dataset, config.backbone, *job))
+
+    jobs = [(m, k, s, config.gate, config.probe) for m, k, s in todo]
+    if config.jobs > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+
+        # spawn, not fork: forking a process that holds OpenMP or tokenizer threads can deadlock the child
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(config.jobs, initializer=_worker_init, initargs=(features,)) as pool:
+            for job, result in zip(todo, pool.imap(_worker_run, jobs), strict=True):
+                record(job, result)
+    else:
+        import torch
+
+        # one core, as in the workers: float results then do not depend on --jobs
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for job in jobs:
+                record(job[:3], run_one(features, *job))
+        finally:
+            torch.set_num_threads(previous)
+    wanted = {(config.dataset, config.backbone, m, k, s) for m, k, s in grid}
+    return [r for r in read_rows(path) if run_key(r) in wanted]

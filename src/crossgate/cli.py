@@ -46,6 +46,10 @@ def name_list(text: str) -> tuple[str, ...]:
     return () if items == ("all",) else items
 
 
+def patience_value(text: str) -> int | None:
+    return None if text == "none" else positive_int(text)
+
+
 def k_value(text: str) -> int | str:
     return "all" if text == "all" else positive_int(text)
 
@@ -143,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--methods", type=name_list, default=(), help="'all' (default) or m1,m2")
         p.add_argument("--out", type=Path, default=Path(out_default),
                        help=f"output directory (default: {out_default}); finished runs in it are skipped")
+        p.add_argument("--jobs", type=positive_int, default=min(os.cpu_count() or 1, 4),
+                       help="worker processes fitting (shots, seed) draws in parallel (default: cores, at most 4)")
+        p.add_argument("--probe-iterations", type=positive_int, default=12_800,
+                       help="steps per setting of linear / crossmodal's search (default: 12800, Lin et al.)")
+        p.add_argument("--probe-patience", type=patience_value, default=None,
+                       help="stop a search setting after this many validations without improvement "
+                            "(default: none, Lin et al.; faster, but may change the choice)")
         add_gate_flags(p)
 
     add_bench_args(sub.add_parser("bench", parents=[common], help="few-shot benchmark: methods x shots x seeds"),
@@ -220,10 +231,12 @@ def cmd_bench(args, settings) -> int:
     from tqdm.auto import tqdm
 
     from .bench import BenchConfig, run_bench
+    from .methods.probe import ProbeSearch
     from .report import markdown_table, summarize, write_reports
 
     config = BenchConfig(dataset=args.dataset, backbone=args.backbone, shots=args.shots, seeds=args.seeds,
-                         methods=args.methods, out=args.out, gate=gate_config_from(args))
+                         methods=args.methods, out=args.out, gate=gate_config_from(args), jobs=args.jobs,
+                         probe=ProbeSearch(iterations=args.probe_iterations, patience=args.probe_patience))
     n_runs = len(config.resolved_methods()) * len(config.shots) * len(config.seeds)  # validates names early
     encoder, dataset, feats = _load(args, settings)
     with tqdm(total=n_runs, desc="fits", unit="run", disable=not settings.progress, dynamic_ncols=True) as bar:

@@ -1,4 +1,4 @@
-from . import zeroshot, linear, gate  # noqa: F401, I001  (registers methods; this order is the listing order)
+from . import zeroshot, probe, tip, linear, gate  # noqa: F401, I001  (registers methods; this order is the listing order)
 from .base import METHODS, FewShotClassifier
 
 

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from ..fusion import DynamicGate, class_text_proj, gate_loss, resolve_k
 from ..train import TrainConfig, cross_modal_batches, train
 from .base import METHODS, FewShotClassifier, unit_rows
-from .linear import LinearProbe
+from .linear import LogisticProbe
 
 LOGIT_SCALE = 100.0  # CLIP's and Lin et al.'s fixed cosine-logit scale
 
@@ -229,7 +229,7 @@ def _center(data: _Data) -> tuple[_Data, torch.Tensor]:
 
 @METHODS.register("gate-joint")
 class GateJoint(_GateBase):
-    """Ours: gate + residual + text-initialised cosine head trained end to end; k, d_proj chosen on validation."""
+    """Ours: probe warm start + residual gate + text prior, trained end to end; k chosen on validation."""
 
     def __init__(self, config: JointConfig | None = None, gate_config: GateConfig | None = None,
                  random_state: int | None = None):
@@ -244,9 +244,9 @@ class GateJoint(_GateBase):
         self.img_mean_ = torch.zeros(data.x.shape[1])
         if cfg.center:
             data, self.img_mean_ = _center(data)
-        probe = LinearProbe(l2_grid=cfg.l2_grid).fit(data.x.numpy(), data.y.numpy(), val=(
+        probe = LogisticProbe(l2_grid=cfg.l2_grid).fit(data.x.numpy(), data.y.numpy(), val=(
             (data.xv.numpy(), data.yv.numpy()) if data.xv is not None else None))
-        # LinearProbe normalises rows again; ours are unit-norm already, so its solution applies as is
+        # LogisticProbe normalises rows again; ours are unit-norm already, so its solution applies as is
         probe_w = torch.from_numpy(np.concatenate([probe.coef_, probe.intercept_[:, None]], axis=1))
         n_texts = len(text.labels)
         ks = list(dict.fromkeys(k if k == "all" else min(k, n_texts) for k in cfg.k_grid))

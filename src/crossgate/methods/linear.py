@@ -24,9 +24,9 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float, ma
     return w.detach()
 
 
-@METHODS.register("linear")
-class LinearProbe(FewShotClassifier):
-    """Image-only logistic-regression probe; L2 strength chosen on the few-shot validation split."""
+@METHODS.register("logreg")
+class LogisticProbe(FewShotClassifier):
+    """Image-only logistic regression fitted exactly (L-BFGS); L2 strength chosen on few-shot validation."""
 
     def __init__(self, l2_grid: tuple[float, ...] = (1e-4, 1e-3, 1e-2), max_iter: int = 200,
                  random_state: int | None = None):

@@ -1,0 +1,212 @@
+"""Lin et al.'s linear probes, with their hyperparameter search trained as one batched model.
+
+Every setting of the search (lr × weight decay × batch size) is a slice of one (S, C, D) weight tensor;
+a hand-written AdamW with per-setting learning rates and decay updates them together, so the search costs
+one model's Python-level steps instead of twelve. Inputs are unit-norm; logits are 100 · x Wᵀ (no bias).
+Each batch is half images, half class-text samples (cross-modal) or images only (image-only probe).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .base import METHODS, FewShotClassifier, unit_rows
+
+LOGIT_SCALE = 100.0
+
+
+@dataclass
+class ProbeSearch:
+    lrs: tuple[float, ...] = (1e-3, 1e-4)  # AdamW learning rates (Lin et al.)
+    weight_decays: tuple[float, ...] = (0.0, 1e-2, 1e-4)  # decoupled weight decay (Lin et al.)
+    batch_sizes: tuple[int, ...] = (8, 32)  # samples per batch, images and texts together (Lin et al.)
+    iterations: int = 12_800  # steps per setting (Lin et al.)
+    warmup: int = 50  # linear warm-up steps, then cosine decay to 0 (Lin et al.)
+    eval_every: int = 100  # validate every this many steps; the best (setting, step) is kept
+    # stop a setting after this many validations without a better accuracy; None (Lin et al.) trains every
+    # iteration. benchmarks/fit_speed.py --check-patience measures whether early stopping changes choices.
+    patience: int | None = None
+
+    def settings(self) -> list[tuple[float, float, int]]:
+        return list(itertools.product(self.lrs, self.weight_decays, self.batch_sizes))
+
+
+def lr_factor(step: np.ndarray | int, warmup: int, total: int):
+    """Linear warm-up to 1 over `warmup` steps, then cosine decay to 0 at `total` (step counts from 1)."""
+    step = np.asarray(step, dtype=np.float64)
+    warm = step / max(1, warmup)
+    progress = (step - warmup) / max(1, total - warmup)
+    return np.where(step <= warmup, warm, 0.5 * (1 + np.cos(np.pi * np.clip(progress, 0, 1))))
+
+
+@dataclass
+class SearchResult:
+    weights: np.ndarray  # (C, D) the chosen checkpoint
+    setting: tuple[float, float, int]
+    step: int
+    val_acc: float
+    steps_run: int  # steps taken by the longest-running setting
+
+
+@dataclass
+class _Track:
+    """Training state of settings that share a batch size, stacked along the first axis."""
+
+    ids: list[int]  # positions in the settings list
+    lr: torch.Tensor  # (S, 1, 1)
+    wd: torch.Tensor
+    n_img: int  # images per batch
+    n_txt: int  # class-text samples per batch
+    w: torch.Tensor  # (S, D, C), transposed so the batch matmul reads it contiguously
+    m: torch.Tensor
+    v: torch.Tensor
+    gens: list[torch.Generator]
+
+
+def _train_settings(ids, settings, pool, labels, n_images, xv, yv, init, search, seed, results):
+    """Train the settings `ids` (each with its own batch stream) and store per setting its best
+    (val accuracy, step, weights, steps run) in `results`."""
+    n_texts = len(pool) - n_images
+    tracks = []
+    for bs in sorted({settings[i][2] for i in ids}):
+        group = [i for i in ids if settings[i][2] == bs]
+        n_txt = bs // 2 if n_texts else 0
+        w = torch.from_numpy(np.ascontiguousarray(init.T, dtype=np.float32))[None].repeat(len(group), 1, 1)
+        tracks.append(_Track(ids=group, lr=torch.tensor([settings[i][0] for i in group]).view(-1, 1, 1),
+                             wd=torch.tensor([settings[i][1] for i in group]).view(-1, 1, 1), n_img=bs - n_txt,
+                             n_txt=n_txt, w=w, m=torch.zeros_like(w), v=torch.zeros_like(w),
+                             gens=[torch.Generator().manual_seed(zlib.crc32(repr((seed, *settings[i])).encode()))
+                                   for i in group]))
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    stale = {i: 0 for i in ids}
+    for block_start in range(0, search.iterations, search.eval_every):
+        block = min(search.eval_every, search.iterations - block_start)
+        for tr in tracks:
+            # this block's batches, drawn per setting: image slots from the images, text slots from the texts
+            idx = torch.stack([torch.cat([torch.randint(n_images, (block, tr.n_img), generator=g),
+                                          n_images + torch.randint(max(n_texts, 1), (block, tr.n_txt), generator=g)],
+                                         dim=1) for g in tr.gens], dim=1)  # (block, S, B)
+            batch_labels = labels[idx]
+            size = tr.n_img + tr.n_txt
+            minus_one = torch.full((len(tr.ids), size, 1), -1.0 / size)
+            for t in range(block):
+                step = block_start + t + 1
+                xb = pool[idx[t]]  # (S, B, D)
+                grad_logits = torch.bmm(xb, tr.w).mul_(LOGIT_SCALE).softmax(-1).div_(size)
+                grad_logits.scatter_add_(2, batch_labels[t][..., None], minus_one)  # mean of (softmax - onehot)
+                grad = torch.bmm(xb.transpose(1, 2), grad_logits).mul_(LOGIT_SCALE)
+                lr = tr.lr * float(lr_factor(step, search.warmup, search.iterations))
+                tr.w.mul_(1 - lr * tr.wd)  # decoupled weight decay (AdamW)
+                tr.m.lerp_(grad, 1 - beta1)
+                tr.v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                denom = (tr.v / (1 - beta2 ** step)).sqrt_().add_(eps)
+                tr.w.sub_(lr / (1 - beta1 ** step) * tr.m / denom)
+        step = block_start + block
+        for tr in tracks:
+            acc = (torch.matmul(xv, tr.w).argmax(-1) == yv).float().mean(-1)  # (S,)
+            for j, i in enumerate(tr.ids):
+                if acc[j] > results[i][0]:
+                    results[i] = (float(acc[j]), step, tr.w[j].T.clone(), step)
+                    stale[i] = 0
+                else:
+                    results[i] = (*results[i][:3], step)
+                    stale[i] += 1
+        if search.patience is not None:
+            for tr in tracks:
+                keep = [j for j, i in enumerate(tr.ids) if stale[i] < search.patience]
+                if len(keep) < len(tr.ids):
+                    k = torch.tensor(keep, dtype=torch.long)
+                    tr.ids, tr.gens = [tr.ids[j] for j in keep], [tr.gens[j] for j in keep]
+                    tr.lr, tr.wd, tr.w, tr.m, tr.v = tr.lr[k], tr.wd[k], tr.w[k], tr.m[k], tr.v[k]
+            tracks = [tr for tr in tracks if tr.ids]
+            if not tracks:
+                break
+
+
+def search_probe(x: np.ndarray, y: np.ndarray, text_x: np.ndarray | None, text_y: np.ndarray | None,
+                 xv: np.ndarray, yv: np.ndarray, init: np.ndarray, search: ProbeSearch, seed: int,
+                 settings: list[tuple[float, float, int]] | None = None, threads: int | None = None) -> SearchResult:
+    """Train every setting from `init` (C, D); choose the (setting, checkpoint) with the best val accuracy,
+    ties to the earlier setting in grid order, then the earlier step.
+
+    Each setting has its own random batch stream. Settings of one batch size train stacked as one track;
+    the tracks run in up to `threads` Python threads (torch ops release the GIL), each single-threaded,
+    which beats intra-op threads on these small matrices. The tracks are the same whatever `threads` is,
+    so the result does not depend on it.
+    """
+    settings = settings or search.settings()
+    threads = threads or torch.get_num_threads()  # 1 inside bench, which fits on one core per process
+    parts = [[i for i, s in enumerate(settings) if s[2] == bs] for bs in sorted({s[2] for s in settings})]
+    xs = unit_rows(x) if text_x is None else np.concatenate([unit_rows(x), unit_rows(text_x)])
+    pool = torch.from_numpy(xs)
+    labels = torch.from_numpy(y if text_y is None else np.concatenate([y, text_y]).astype(np.int64))
+    xv_t, yv_t = torch.from_numpy(unit_rows(xv)), torch.from_numpy(yv)
+    results = {i: (-1.0, 0, None, 0) for i in range(len(settings))}
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(threads, len(parts)))) as pool_exec:
+            futures = [pool_exec.submit(_train_settings, part, settings, pool, labels, len(x), xv_t, yv_t, init,
+                                        search, seed, results) for part in parts]
+            for f in futures:
+                f.result()
+    finally:
+        torch.set_num_threads(previous_threads)
+    choice = max(range(len(settings)), key=lambda i: (results[i][0], -i))  # ties: the earlier setting
+    acc, step, weights, _ = results[choice]
+    return SearchResult(weights=weights.numpy(), setting=settings[choice], step=step, val_acc=acc,
+                        steps_run=max(r[3] for r in results.values()))
+
+
+class _SearchedProbe(FewShotClassifier):
+    cross_modal = False
+
+    def __init__(self, search: ProbeSearch | None = None, random_state: int | None = None):
+        self.search = search  # ProbeSearch; None means Lin et al.'s grid and schedule
+        self.random_state = random_state  # seeds the initialisation and the batch draws
+
+    def _init(self, text, dim: int, seed: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def fit(self, x, y, *, text=None, val=None):
+        x, y, val = self._check_fit(x, y, text, val)
+        seed = self.random_state or 0
+        xv, yv = val if val is not None else (x, y)  # without a validation split, select on training data
+        tx, ty = (text.x, text.labels.astype(np.int64)) if self.cross_modal else (None, None)
+        result = search_probe(x, y, tx, ty, xv, yv, self._init(text, x.shape[1], seed),
+                              self.search or ProbeSearch(), seed)
+        self.coef_ = result.weights
+        lr, wd, bs = result.setting
+        self.chosen_ = {"lr": lr, "weight_decay": wd, "batch_size": bs, "step": result.step,
+                        "steps_run": result.steps_run}
+        return self
+
+    def _logits(self, x):
+        return LOGIT_SCALE * unit_rows(x) @ self.coef_.T
+
+
+@METHODS.register("linear")
+class LinearProbe(_SearchedProbe):
+    """Image-only linear probe, random init, Lin et al.'s search (lr x weight decay x batch size) on validation."""
+
+    def _init(self, text, dim, seed):
+        rng = np.random.default_rng(seed)
+        bound = 1 / math.sqrt(dim)  # nn.Linear's default range
+        return rng.uniform(-bound, bound, size=(self.n_classes_, dim)).astype(np.float32)
+
+
+@METHODS.register("crossmodal")
+class CrossModalProbe(_SearchedProbe):
+    """Lin et al.'s cross-modal probe: text-initialised head, half of every batch class-text samples."""
+
+    uses_text = True
+    cross_modal = True
+
+    def _init(self, text, dim, seed):
+        return text.class_means().astype(np.float32)

@@ -1,0 +1,115 @@
+"""Tip-Adapter and Tip-Adapter-F (Zhang et al., ECCV 2022) on cached features.
+
+logits = 100 · x Tᵀ + α · exp(-β (1 - x Kᵀ)) V, with T the class text features, K the few-shot image
+features (the cache keys) and V their one-hot labels. β (sharpness) and α (residual ratio) are searched on
+the few-shot validation split; Tip-Adapter-F also fine-tunes the keys, choosing the epoch on validation
+(the authors' code picks it on test).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .base import METHODS, FewShotClassifier, unit_rows
+
+LOGIT_SCALE = 100.0
+
+
+@dataclass
+class TipSearch:
+    betas: tuple[float, ...] = tuple(float(b) for b in np.round(np.linspace(0.1, 12.0, 60), 4))  # sharpness grid
+    # residual-ratio grid, log-spaced: how much the cache counts depends on how sharp zero-shot logits are
+    alphas: tuple[float, ...] = tuple(float(a) for a in np.round(np.logspace(-1, 3, 61), 4))
+
+
+def tip_logits(x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, text: torch.Tensor,
+               beta: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """(len(beta), len(alpha), N, C) logits for every (β, α) pair at once."""
+    zero_shot = LOGIT_SCALE * x @ text.T  # (N, C)
+    affinity = x @ keys.T  # (N, K)
+    cache = torch.exp(-beta[:, None, None] * (1 - affinity)[None]) @ values  # (nβ, N, C)
+    return zero_shot[None, None] + alpha[None, :, None, None] * cache[:, None]
+
+
+def search_beta_alpha(xv, yv, keys, values, text, search: TipSearch) -> tuple[float, float, float]:
+    """The (β, α) with the best validation accuracy; ties to the smaller β, then the smaller α."""
+    betas = torch.tensor(search.betas, dtype=torch.float32)
+    alphas = torch.tensor(search.alphas, dtype=torch.float32)
+    with torch.no_grad():
+        acc = (tip_logits(xv, keys, values, text, betas, alphas).argmax(-1) == yv).float().mean(-1)
+    flat = int(torch.argmax(acc))  # first maximum in (β, α) order
+    i, j = divmod(flat, len(alphas))
+    return search.betas[i], search.alphas[j], float(acc[i, j])
+
+
+@METHODS.register("tip")
+class TipAdapter(FewShotClassifier):
+    """Training-free Tip-Adapter: a key-value cache of the few-shot images beside the zero-shot classifier."""
+
+    uses_text = True
+    fine_tune = False
+
+    def __init__(self, search: TipSearch | None = None, epochs: int = 20, lr: float = 1e-3,
+                 random_state: int | None = None):
+        self.search = search  # TipSearch: the β and α grids
+        self.epochs = epochs  # key fine-tuning epochs (Tip-Adapter-F only)
+        self.lr = lr  # key fine-tuning AdamW learning rate (Tip-Adapter-F only)
+        self.random_state = random_state  # unused: both methods are deterministic
+
+    def fit(self, x, y, *, text=None, val=None):
+        x, y, val = self._check_fit(x, y, text, val)
+        search = self.search or TipSearch()
+        xt, yt = torch.from_numpy(unit_rows(x)), torch.from_numpy(y)
+        xv, yv = (torch.from_numpy(unit_rows(val[0])), torch.from_numpy(val[1])) if val else (xt, yt)
+        self.text_ = torch.from_numpy(text.class_means().astype(np.float32))
+        self.values_ = F.one_hot(yt, self.n_classes_).float()
+        self.keys_ = xt.clone()
+        self.chosen_ = {}
+        self.beta_, self.alpha_, _ = search_beta_alpha(xv, yv, self.keys_, self.values_, self.text_, search)
+        if self.fine_tune:
+            self.keys_, self.chosen_["epoch"] = self._fine_tune_keys(xt, yt, xv, yv)
+            self.beta_, self.alpha_, _ = search_beta_alpha(xv, yv, self.keys_, self.values_, self.text_, search)
+        self.chosen_.update(beta=self.beta_, alpha=self.alpha_)
+        return self
+
+    def _fine_tune_keys(self, xt, yt, xv, yv) -> tuple[torch.Tensor, int]:
+        """Keys trained with cross-entropy on the few-shot images (full batch, AdamW, cosine schedule) at the
+        training-free search's (β, α) (Zhang et al. start from fixed per-dataset values); the epoch with the
+        best validation accuracy is kept (epoch 0 = the training-free keys), then (β, α) is searched again."""
+        keys = torch.nn.Parameter(xt.clone())
+        opt = torch.optim.AdamW([keys], lr=self.lr, eps=1e-4)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, self.epochs)
+        beta, alpha = torch.tensor([self.beta_]), torch.tensor([self.alpha_])
+
+        def val_acc():
+            with torch.no_grad():
+                logits = tip_logits(xv, keys, self.values_, self.text_, beta, alpha)[0, 0]
+            return float((logits.argmax(-1) == yv).float().mean())
+
+        best = (val_acc(), 0, keys.detach().clone())
+        for epoch in range(1, self.epochs + 1):
+            opt.zero_grad()
+            loss = F.cross_entropy(tip_logits(xt, keys, self.values_, self.text_, beta, alpha)[0, 0], yt)
+            loss.backward()
+            opt.step()
+            sched.step()
+            acc = val_acc()
+            if acc > best[0]:
+                best = (acc, epoch, keys.detach().clone())
+        return best[2], best[1]
+
+    def _logits(self, x):
+        with torch.no_grad():
+            xt = torch.from_numpy(unit_rows(x))
+            return tip_logits(xt, self.keys_, self.values_, self.text_, torch.tensor([self.beta_]),
+                              torch.tensor([self.alpha_]))[0, 0].numpy()
+
+
+@METHODS.register("tipf")
+class TipAdapterF(TipAdapter):
+    """Tip-Adapter-F: the cache keys fine-tuned (lr 1e-3, 20 epochs), the epoch chosen on validation."""
+
+    fine_tune = True
