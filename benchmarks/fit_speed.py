@@ -72,48 +72,44 @@ def main(argv=None) -> int:
           "total_seconds": round(sum(totals.values()), 2)})
 
     probes = [m for m in ("linear", "crossmodal") if m in methods]
-    if args.serial and probes:
-        serial_total, batched_total = 0.0, sum(totals[m] for m in probes)
+
+    def probe_problems():
+        """(method, shots, seed, search_probe's data arguments) for every probe fit of the grid."""
         for shots in shots_list:
             for seed in seeds:
                 x, y, xv, yv = data(shots, seed)
                 for method in probes:
                     clf = make_method(method, seed)
                     clf._check_fit(x, y, feats.text, (xv, yv))
-                    init = clf._init(feats.text, x.shape[1], seed)
                     tx, ty = (feats.text.x, feats.text.labels) if clf.cross_modal else (None, None)
-                    search = ProbeSearch()
-                    start = time.perf_counter()
-                    results = [search_probe(x, y, tx, ty, xv, yv, init, search, seed, settings=[s], threads=1)
-                               for s in search.settings()]
-                    max(results, key=lambda r: r.val_acc)
-                    seconds = time.perf_counter() - start
-                    serial_total += seconds
-                    emit({"method": method, "shots": shots, "seed": seed, "seconds": round(seconds, 4),
-                          "mode": "one-setting-at-a-time"})
+                    yield method, shots, seed, (x, y, tx, ty, xv, yv, clf._init(feats.text, x.shape[1], seed))
+
+    if args.serial and probes:
+        serial_total, batched_total = 0.0, sum(totals[m] for m in probes)
+        search = ProbeSearch()
+        for method, shots, seed, problem in probe_problems():
+            start = time.perf_counter()
+            results = [search_probe(*problem, search, seed, settings=[s], threads=1) for s in search.settings()]
+            max(results, key=lambda r: r.val_acc)
+            seconds = time.perf_counter() - start
+            serial_total += seconds
+            emit({"method": method, "shots": shots, "seed": seed, "seconds": round(seconds, 4),
+                  "mode": "one-setting-at-a-time"})
         emit({"summary": "probe-search", "batched_seconds": round(batched_total, 2),
               "one_setting_at_a_time_seconds": round(serial_total, 2),
               "speedup": round(serial_total / batched_total, 2)})
 
     if args.check_patience is not None and probes:
         same = True
-        for shots in shots_list:
-            for seed in seeds:
-                x, y, xv, yv = data(shots, seed)
-                for method in probes:
-                    clf = make_method(method, seed)
-                    clf._check_fit(x, y, feats.text, (xv, yv))
-                    init = clf._init(feats.text, x.shape[1], seed)
-                    tx, ty = (feats.text.x, feats.text.labels) if clf.cross_modal else (None, None)
-                    early = search_probe(x, y, tx, ty, xv, yv, init,
-                                         replace(ProbeSearch(), patience=args.check_patience), seed)
-                    full = search_probe(x, y, tx, ty, xv, yv, init, replace(ProbeSearch(), patience=None), seed)
-                    equal = (early.setting, early.step) == (full.setting, full.step) and np.array_equal(
-                        early.weights, full.weights)
-                    same &= equal
-                    emit({"check": "patience", "method": method, "shots": shots, "seed": seed,
-                          "early": [*early.setting, early.step, early.steps_run],
-                          "full": [*full.setting, full.step, full.steps_run], "same_choice": equal})
+        for method, shots, seed, problem in probe_problems():
+            early = search_probe(*problem, replace(ProbeSearch(), patience=args.check_patience), seed)
+            full = search_probe(*problem, replace(ProbeSearch(), patience=None), seed)
+            equal = (early.setting, early.step) == (full.setting, full.step) and np.array_equal(
+                early.weights, full.weights)
+            same &= equal
+            emit({"check": "patience", "method": method, "shots": shots, "seed": seed,
+                  "early": [*early.setting, early.step, early.steps_run],
+                  "full": [*full.setting, full.step, full.steps_run], "same_choice": equal})
         emit({"summary": "patience", "patience": args.check_patience, "same_choice_everywhere": same})
     return 0
 
