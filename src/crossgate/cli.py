@@ -91,7 +91,8 @@ def add_gate_flags(p: argparse.ArgumentParser) -> None:
 
     from .methods.gate import GateConfig
 
-    group = p.add_argument_group("dynamic gate (methods gate, gate-joint; defaults from the paper, section 5.6)")
+    group = p.add_argument_group("dynamic gate (defaults from the paper, section 5.6; gate-joint searches k and "
+                                 "d_proj itself and takes the other fields)")
     for f in fields(GateConfig):
         group.add_argument(f"--gate-{f.name.replace('_', '-')}", dest=f"gate_{f.name}", type=GATE_FLAG_TYPES[f.name],
                            choices=GATE_CHOICES.get(f.name), default=f.default, metavar=None

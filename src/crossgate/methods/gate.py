@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..errors import UserError
 from ..fusion import DynamicGate, class_text_proj, gate_loss, resolve_k
 from ..train import TrainConfig, cross_modal_batches, train
 from .base import METHODS, FewShotClassifier, unit_rows
@@ -46,10 +47,17 @@ class GateConfig:
         return TrainConfig(lr=self.lr, epochs=self.epochs, step_epochs=self.step_epochs, gamma=self.gamma,
                            eval_every=self.eval_every)
 
-    def validate(self, n_texts: int) -> None:
+    def validate(self, n_texts: int, d_img: int, d_text: int) -> None:
+        """Raise UserError, naming the flag to change, for settings this text pool cannot take."""
         if self.text_space not in ("image", "native"):
-            raise ValueError(f"text_space must be 'image' or 'native', got {self.text_space!r}")
-        resolve_k(self.k, n_texts)
+            raise UserError(f"gate text space must be 'image' or 'native', got {self.text_space!r}")
+        try:
+            resolve_k(self.k, n_texts)
+        except ValueError as err:
+            raise UserError(f"{err} (--gate-k)") from None
+        if self.init == "tied" and d_img != d_text:
+            raise UserError(f"tied gate initialisation needs text features in image space ({d_text}-d text, "
+                            f"{d_img}-d images); use --gate-init default or --gate-text-space image")
 
 
 @dataclass
@@ -117,8 +125,8 @@ class Gate(_GateBase):
     def fit(self, x, y, *, text=None, val=None):
         x, y, val = self._check_fit(x, y, text, val)
         cfg = self.gate_config or GateConfig()
-        cfg.validate(len(text.labels))
         data = _prepare(x, y, text, val, cfg.text_space)
+        cfg.validate(len(text.labels), data.x.shape[1], data.pool.shape[1])
         gen = torch.Generator().manual_seed(self.random_state or 0)
         torch.manual_seed(self.random_state or 0)
         gate = DynamicGate(data.x.shape[1], data.pool.shape[1], cfg.d_proj, cfg.k, cfg.init)
@@ -189,7 +197,6 @@ class JointConfig:
     l2_grid: tuple = (1e-4, 1e-3, 1e-2)  # L2 strengths of the warm-start probe, chosen on validation
     k_grid: tuple = (1, 5, "all")  # candidate k, chosen on validation ("all" = whole pool)
     d_proj_grid: tuple = (256,)  # candidate projection sizes, chosen on validation
-    init: str = "tied"  # gate initialisation, see DynamicGate.tie_init
 
 
 class _JointModel(nn.Module):
@@ -253,8 +260,8 @@ class GateJoint(_GateBase):
         best = None
         for d_proj in cfg.d_proj_grid:
             for k in ks:
-                trial = replace(gcfg, k=k, d_proj=d_proj, init=cfg.init)
-                trial.validate(n_texts)
+                trial = replace(gcfg, k=k, d_proj=d_proj)
+                trial.validate(n_texts, data.x.shape[1], data.pool.shape[1])
                 model, result = self._fit_one(data, cfg, trial, probe_w, probe.l2_)
                 if best is None or result.best_score > best[0]:
                     best = (result.best_score, model, trial, result)
