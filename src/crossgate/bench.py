@@ -13,7 +13,6 @@ from pathlib import Path
 
 from . import __version__
 from .cache import DatasetFeatures
-from .datasets import few_shot_split
 from .errors import UserError
 from .methods import METHODS, create_method, list_methods
 from .methods.gate import GateConfig
@@ -78,7 +77,7 @@ def make_method(method: str, seed: int, gate: GateConfig | None = None, probe: P
 def run_one(features: DatasetFeatures, method: str, shots: int, seed: int, gate: GateConfig | None = None,
             probe: ProbeSearch | None = None) -> dict:
     """Fit one method on one few-shot draw; accuracies in percent."""
-    split = few_shot_split(features.train.labels, features.val.labels, shots, seed, features.classnames)
+    split = features.few_shot(shots, seed)
     xtr, ytr = features.train.x[split.train], features.train.labels[split.train]
     xval, yval = features.val.x[split.val], features.val.labels[split.val]
     clf = make_method(method, seed, gate, probe)

@@ -51,6 +51,16 @@ class DatasetFeatures:
     test: ImageFeatures
     text: TextFeatures
     classnames: list[str]
+    index_dir: Path | None = None  # published few-shot index files, if the dataset has them
+    train_paths: list[str] | None = None  # image paths of the train split, to check index files against
+    val_paths: list[str] | None = None
+
+    def few_shot(self, shots: int, seed: int):
+        """The published split when its index file exists, else crossgate's sampler."""
+        from .datasets.fewshot import choose_few_shot
+
+        return choose_few_shot(self.train.labels, self.val.labels, shots, seed, self.classnames, self.index_dir,
+                               self.train_paths, self.val_paths)
 
     def split(self, name: str) -> ImageFeatures:
         return getattr(self, name)
@@ -131,4 +141,5 @@ class FeatureCache:
     def features(self, encoder: Encoder, dataset: Dataset) -> DatasetFeatures:
         splits = {s: self.image_features(encoder, dataset, s) for s in SPLITS}
         return DatasetFeatures(**splits, text=self.text_features(encoder, dataset),
-                               classnames=list(dataset.classnames))
+                               classnames=list(dataset.classnames), index_dir=dataset.index_dir,
+                               train_paths=dataset.split("train").paths, val_paths=dataset.split("val").paths)

@@ -111,6 +111,8 @@ def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--cache-dir", type=Path, default=None,
                         help="feature cache (default: $CROSSGATE_CACHE or ~/.cache/crossgate)")
+    common.add_argument("--data-root", type=Path, default=None,
+                        help="datasets on disk (default: $CROSSGATE_DATA or CACHE_DIR/data)")
     common.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where encoders run (default: auto)")
     common.add_argument("--batch-size", type=positive_int, default=64, help="images per encoder batch")
@@ -175,15 +177,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="indices into the split (default: the first of each class)")
     add_gate_flags(p)
 
+    p = sub.add_parser("split", parents=[common], help="few-shot splits: `split show DATASET --shots K --seed S`")
+    split_sub = p.add_subparsers(dest="split_command", metavar="ACTION", parser_class=_Parser)
+    split_sub.required = True
+    q = split_sub.add_parser("show", parents=[common], help="print the few-shot training images, one per line")
+    q.add_argument("dataset")
+    q.add_argument("--shots", type=positive_int, required=True)
+    q.add_argument("--seed", type=positive_int, required=True)
+    q.add_argument("--val", action="store_true", help="print the few-shot validation images instead")
+
     p = sub.add_parser("report", parents=[common], help="rebuild summary tables and plots from DIR/results.jsonl")
     p.add_argument("dir", type=Path)
     return parser
 
 
 def build_settings(args):
-    from .settings import Settings, default_cache_dir
+    from .settings import Settings, default_cache_dir, default_data_root
 
-    return Settings(cache_dir=(args.cache_dir or default_cache_dir()).expanduser(), device=args.device,
+    return Settings(cache_dir=(args.cache_dir or default_cache_dir()).expanduser(),
+                    data_root=(args.data_root or default_data_root()).expanduser(), device=args.device,
                     batch_size=args.batch_size, workers=max(0, args.workers), progress=not args.no_progress)
 
 
@@ -254,13 +266,12 @@ def cmd_explain(args, settings) -> int:
     import numpy as np
 
     from .bench import make_method
-    from .datasets import few_shot_split
     from .methods import METHODS
 
     if not hasattr(METHODS.factory(args.method), "explain"):
         raise UserError(f"method {args.method!r} has no gate to explain; use gate or gate-joint")
     encoder, dataset, feats = _load(args, settings)
-    split = few_shot_split(feats.train.labels, feats.val.labels, args.shots, args.seed, feats.classnames)
+    split = feats.few_shot(args.shots, args.seed)
     clf = make_method(args.method, args.seed, gate_config_from(args))
     clf.fit(feats.train.x[split.train], feats.train.labels[split.train], text=feats.text,
             val=(feats.val.x[split.val], feats.val.labels[split.val]))
@@ -289,6 +300,25 @@ def cmd_explain(args, settings) -> int:
     return 0
 
 
+def cmd_split(args, settings) -> int:
+    """Print the chosen few-shot images as paths relative to the images folder, in index order."""
+    from .datasets import choose_few_shot, load_dataset
+
+    dataset = load_dataset(args.dataset, settings)
+    train, val = dataset.split("train"), dataset.split("val")
+    split = choose_few_shot(train.labels, val.labels, args.shots, args.seed, dataset.classnames,
+                            dataset.index_dir, train.paths, val.paths)
+    items, indices = (val, split.val) if args.val else (train, split.train)
+    if items.paths is None:
+        raise UserError(f"{dataset.name} is embedded in memory and has no image files; "
+                        "split show lists datasets on disk")
+    print(f"# {dataset.name} {args.shots}-shot seed {args.seed}: {len(indices)} images from {split.source}",
+          file=sys.stderr)
+    for i in indices:
+        print(items.paths[i])
+    return 0
+
+
 def cmd_report(args, settings) -> int:
     from .report import summary_markdown, write_reports
     from .results import read_rows
@@ -303,7 +333,8 @@ def cmd_report(args, settings) -> int:
 
 
 COMMANDS = {"backbones": cmd_list, "datasets": cmd_list, "methods": cmd_list, "extract": cmd_extract,
-            "bench": cmd_bench, "demo": cmd_bench, "explain": cmd_explain, "report": cmd_report}
+            "bench": cmd_bench, "demo": cmd_bench, "explain": cmd_explain, "split": cmd_split,
+            "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -316,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"crossgate: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `crossgate split show ... | head`: the reader left, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("crossgate: interrupted; finished work is kept and the next run resumes", file=sys.stderr)
         return 130

@@ -1,6 +1,6 @@
-from . import fashion_mnist  # noqa: F401  (registers datasets)
+from . import fashion_mnist, coop  # noqa: F401, I001  (registers datasets; this order is the listing order)
 from .base import DATASETS, SPLITS, ArrayDataset, Dataset, Split
-from .fewshot import FewShotSplit, few_shot_split, sample_few_shot
+from .fewshot import FewShotSplit, choose_few_shot, few_shot_split, read_index_file, sample_few_shot
 
 
 def load_dataset(name: str, settings=None) -> Dataset:
@@ -11,15 +11,5 @@ def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
-__all__ = [
-    "DATASETS",
-    "SPLITS",
-    "ArrayDataset",
-    "Dataset",
-    "FewShotSplit",
-    "Split",
-    "few_shot_split",
-    "list_datasets",
-    "load_dataset",
-    "sample_few_shot",
-]
+__all__ = ["DATASETS", "SPLITS", "ArrayDataset", "Dataset", "Split", "FewShotSplit", "choose_few_shot",
+           "few_shot_split", "read_index_file", "sample_few_shot", "load_dataset", "list_datasets"]

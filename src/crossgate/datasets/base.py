@@ -22,6 +22,7 @@ class Split:
 
     labels: np.ndarray  # (N,) int64 class indices
     load_image: Callable[[int], Image.Image]
+    paths: list[str] | None = None  # image paths relative to the dataset's images folder, when on disk
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -39,6 +40,11 @@ class Dataset(ABC):
 
     @abstractmethod
     def split(self, name: str) -> Split: ...
+
+    @property
+    def index_dir(self) -> Path | None:
+        """Folder of published few-shot index files (shot_K-seed_S.json), if the dataset has one."""
+        return None
 
     def prompts(self) -> tuple[list[str], np.ndarray]:
         """Every class name in every template, and the class of each prompt."""

@@ -1,7 +1,9 @@
 """The one few-shot sampler: class-balanced, deterministic, and never touching the test split."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -40,3 +42,46 @@ def few_shot_split(train_labels: np.ndarray, val_labels: np.ndarray, shots: int,
     train = sample_few_shot(train_labels, shots, seed, classnames, "train")
     val = sample_few_shot(val_labels, min(shots, VAL_SHOTS_CAP), seed, classnames, "val")
     return FewShotSplit(train=train, val=val, source="crossgate-sampler")
+
+
+def _relative_to_images(impath: str) -> str:
+    """'./data/oxford_pets/images/Abyssinian_141.jpg' -> 'Abyssinian_141.jpg' (Lin et al.'s index files)."""
+    return impath.split("/images/", 1)[1] if "/images/" in impath else impath
+
+
+def read_index_file(path: Path, train_paths: list[str] | None = None,
+                    val_paths: list[str] | None = None) -> FewShotSplit:
+    """Lin et al.'s shot_K-seed_S.json: indices into the split's train and val lists. When the split's
+    paths are given, every index must name the image the file says it does."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        parts = {name: (np.asarray(data[name]["indices"], dtype=np.int64), data[name]["data"])
+                 for name in ("train", "val")}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise UserError(f"{path} is not a few-shot index file ({err}); download it again or remove it") from err
+    for name, paths in (("train", train_paths), ("val", val_paths)):
+        indices, entries = parts[name]
+        if paths is None:
+            continue
+        if len(indices) and (indices.min() < 0 or indices.max() >= len(paths)):
+            raise UserError(f"{path}: {name} index out of range for a split of {len(paths)} images; "
+                            "the index file does not belong to this split file")
+        wrong = [(i, e["impath"]) for i, e in zip(indices, entries, strict=False)
+                 if _relative_to_images(e["impath"]) != paths[i]]
+        if wrong:
+            i, impath = wrong[0]
+            raise UserError(f"{path}: {name} index {i} is {paths[i]!r} in the split file but {impath!r} in the "
+                            f"index file ({len(wrong)} such); the index file does not belong to this split file")
+    return FewShotSplit(train=parts["train"][0], val=parts["val"][0], source=f"published:{path.name}")
+
+
+def choose_few_shot(train_labels: np.ndarray, val_labels: np.ndarray, shots: int, seed: int,
+                    classnames: list[str] | None = None, index_dir: Path | None = None,
+                    train_paths: list[str] | None = None, val_paths: list[str] | None = None) -> FewShotSplit:
+    """The published few-shot split when `index_dir/shot_K-seed_S.json` exists, otherwise our sampler."""
+    if index_dir is not None:
+        published = Path(index_dir) / f"shot_{shots}-seed_{seed}.json"
+        if published.is_file():
+            return read_index_file(published, train_paths, val_paths)
+    return few_shot_split(train_labels, val_labels, shots, seed, classnames)

@@ -1,0 +1,101 @@
+"""Datasets in the CoOp layout that Lin et al. evaluate on: a split file of (relpath, label, classname).
+
+    <root>/oxford_pets/images/...            <root>/oxford_pets/split_zhou_OxfordPets.json
+    <root>/food-101/images/<class>/...       <root>/food-101/split_zhou_Food101.json
+
+Class names and templates are Lin et al.'s; '_' in class names becomes ' '.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import UserError
+from .base import DATASETS, Dataset, Split, digest_files
+
+
+@dataclass(frozen=True)
+class CoopSpec:
+    name: str  # registry name, also the folder of its published few-shot index files
+    folder: str  # under the data root
+    split_file: str
+    template: str
+
+
+SPECS = {
+    "oxford_pets": CoopSpec("oxford_pets", "oxford_pets", "split_zhou_OxfordPets.json",
+                            "a photo of a {}, a type of pet."),
+    "food101": CoopSpec("food101", "food-101", "split_zhou_Food101.json", "a photo of {}, a type of food."),
+}
+
+
+class CoopDataset(Dataset):
+    def __init__(self, spec: CoopSpec, root: Path):
+        self.spec = spec
+        self.name = spec.name
+        self.root = Path(root)
+        self.folder = self.root / spec.folder
+        split_path = self.folder / spec.split_file
+        if not split_path.is_file():
+            raise UserError(f"{spec.name} needs its images in {self.folder / 'images'} and the CoOp split file "
+                            f"{split_path} (automatic download is not implemented yet); put them there or "
+                            "point --data-root / CROSSGATE_DATA at a folder that has them")
+        try:
+            self._items = json.loads(split_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise UserError(f"{split_path} is not valid JSON ({err}); download it again") from err
+        if not all(k in self._items for k in ("train", "val", "test")):
+            raise UserError(f"{split_path} lacks a train, val or test list; download it again")
+        names = {}
+        for _, label, classname in self._items["train"]:
+            names.setdefault(int(label), classname.replace("_", " "))
+        self.classnames = [names[i] for i in range(len(names))]
+        self.templates = [spec.template]
+        self._digest = digest_files([split_path])
+
+    @property
+    def identity(self) -> str:
+        return f"{self.name}@{self._digest}"
+
+    @property
+    def index_dir(self) -> Path:
+        """Where Lin et al.'s published few-shot index files are looked for."""
+        return self.root / "indices" / self.spec.name
+
+    def split(self, name: str) -> Split:
+        if name not in ("train", "val", "test"):
+            raise UserError(f"unknown split {name!r}; available: train, val, test")
+        items = self._items[name]
+        images = self.folder / "images"
+        paths = [str(relpath) for relpath, _, _ in items]
+
+        def load(i: int) -> Image.Image:
+            path = images / paths[i]
+            try:
+                with Image.open(path) as img:
+                    return img.convert("RGB")
+            except FileNotFoundError:
+                raise UserError(f"missing image {path}; the {self.name} images belong in {images}") from None
+
+        return Split(labels=np.array([int(label) for _, label, _ in items], dtype=np.int64), load_image=load,
+                     paths=paths)
+
+
+def _register(spec: CoopSpec):
+    @DATASETS.register(spec.name, help=f"{spec.name} on the CoOp split (DATA_ROOT/{spec.folder}/{spec.split_file})")
+    def factory(settings=None):
+        if settings is None:
+            from ..settings import Settings
+
+            settings = Settings()
+        return CoopDataset(spec, settings.data_root)
+
+    return factory
+
+
+for _spec in SPECS.values():
+    _register(_spec)
