@@ -69,3 +69,65 @@ def test_idx_reader_rejects_truncated_and_foreign_files(tmp_path):
     (tmp_path / "c").write_bytes(b"PK\x03\x04 not idx")
     with pytest.raises(UserError, match="not an IDX file"):
         read_idx(tmp_path / "c")
+
+
+def make_pets_like_root(root, per_split=(6, 4, 5), n_classes=3, index_shots=2):
+    """A tiny folder laid out as CoOp's Oxford Pets: real JPEG files, a split file and a published index."""
+    import json
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    names = ["Abyssinian", "american_bulldog", "Bengal"][:n_classes]
+    (root / "oxford_pets" / "images").mkdir(parents=True)
+    split = {}
+    for split_name, per_class in zip(("train", "val", "test"), per_split, strict=True):
+        items = []
+        for label, name in enumerate(names):
+            for i in range(per_class):
+                rel = f"{name}_{split_name}{i}.jpg"
+                pixels = (rng.random((20, 24, 3)) * 60 + 60 * label).astype(np.uint8)
+                Image.fromarray(pixels).save(root / "oxford_pets" / "images" / rel, quality=90)
+                items.append([rel, label, name.lower()])
+        split[split_name] = items
+    (root / "oxford_pets" / "split_zhou_OxfordPets.json").write_text(json.dumps(split))
+    index = {}
+    for split_name, k in (("train", index_shots), ("val", min(index_shots, 4))):
+        # the last k images of every class: a choice crossgate's sampler would not make by itself
+        picks = [i for c in range(n_classes)
+                 for i in [j for j, item in enumerate(split[split_name]) if item[1] == c][-k:]]
+        index[split_name] = {"indices": picks, "data": [
+            {"impath": f"./data/oxford_pets/images/{split[split_name][i][0]}", "label": split[split_name][i][1],
+             "classname": split[split_name][i][2]} for i in picks]}
+    (root / "indices" / "oxford_pets").mkdir(parents=True)
+    (root / "indices" / "oxford_pets" / f"shot_{index_shots}-seed_1.json").write_text(json.dumps(index))
+    return split, index
+
+
+def test_pets_like_folder_runs_from_files_to_results(tmp_path, capsys):
+    from crossgate.cli import main
+    from crossgate.results import read_rows
+
+    split, index = make_pets_like_root(tmp_path / "data")
+    argv = ["bench", "--dataset", "oxford_pets", "--backbone", "tiny-clip", "--shots", "2,3", "--seeds", "1",
+            "--methods", "zeroshot,logreg,tip", "--data-root", str(tmp_path / "data"), "--cache-dir",
+            str(tmp_path / "cache"), "--out", str(tmp_path / "run"), "--no-progress", "--jobs", "1"]
+    assert main(argv) == 0
+    rows = read_rows(tmp_path / "run" / "results.jsonl")
+    assert len(rows) == 6 and {r["dataset"] for r in rows} == {"oxford_pets"}
+    sources = {r["shots"]: r["split_source"] for r in rows}
+    assert sources == {2: "published:shot_2-seed_1.json", 3: "crossgate-sampler"}
+    assert all(r["n_test"] == 15 and r["n_train"] == 3 * r["shots"] for r in rows)
+    capsys.readouterr()
+    assert main(["split", "show", "oxford_pets", "--shots", "2", "--seed", "1", "--data-root",
+                 str(tmp_path / "data")]) == 0
+    assert capsys.readouterr().out.splitlines() == [split["train"][i][0] for i in index["train"]["indices"]]
+
+
+def test_missing_image_is_named(tmp_path):
+    make_pets_like_root(tmp_path)
+    (tmp_path / "oxford_pets" / "images" / "Bengal_test0.jpg").unlink()
+    ds = load_dataset("oxford_pets", Settings(data_root=tmp_path))
+    test = ds.split("test")
+    with pytest.raises(UserError, match="missing image .*Bengal_test0.jpg"):
+        test.load_image(test.paths.index("Bengal_test0.jpg"))
