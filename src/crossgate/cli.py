@@ -228,6 +228,8 @@ def cmd_list(args, settings) -> int:
         reg = getattr(module, registry)
         for name in reg.names():
             print(f"{name:<20} {reg.help(name)}")
+        if args.command == "datasets":
+            print(f"{'imagefolder:PATH':<20} your images, one sub-folder per class (optional train/ val/ test/)")
     return 0
 
 

@@ -1,14 +1,23 @@
 from . import fashion_mnist, coop  # noqa: F401, I001  (registers datasets; this order is the listing order)
+from pathlib import Path
+
+from ..errors import UserError
+from . import imagefolder
 from .base import DATASETS, SPLITS, ArrayDataset, Dataset, Split
 from .fewshot import FewShotSplit, choose_few_shot, few_shot_split, read_index_file, sample_few_shot
 
 
 def load_dataset(name: str, settings=None) -> Dataset:
+    """A registered dataset by name, or your own images as imagefolder:PATH."""
+    if name.startswith(imagefolder.PREFIX):
+        return imagefolder.ImageFolderDataset(Path(name[len(imagefolder.PREFIX):]))
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}; available: {', '.join(list_datasets())}")
     return DATASETS.create(name, settings)
 
 
 def list_datasets() -> list[str]:
-    return DATASETS.names()
+    return DATASETS.names() + [f"{imagefolder.PREFIX}PATH"]
 
 
 __all__ = ["DATASETS", "SPLITS", "ArrayDataset", "Dataset", "Split", "FewShotSplit", "choose_few_shot",

@@ -1,0 +1,105 @@
+"""`imagefolder:PATH`: your own images, one sub-folder per class.
+
+    PATH/<class>/*.jpg                     stratified split, fixed seed: 60% train, 20% val, 20% test
+    PATH/{train,val,test}/<class>/*.jpg    the given split
+
+Folder names become class names ('_' -> ' '); a `classnames.txt` in PATH with lines `<folder> <name>`
+overrides them.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import UserError
+from .base import Dataset, Split
+
+PREFIX = "imagefolder:"
+EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+RATIOS = (0.6, 0.2, 0.2)  # train, val, test when PATH has no train/ val/ test/ folders
+SPLIT_SEED = 0
+TEMPLATES = ["a photo of a {}."]
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+
+
+class ImageFolderDataset(Dataset):
+    def __init__(self, root: Path, templates: list[str] | None = None):
+        self.root = Path(root).expanduser()
+        self.name = f"{PREFIX}{self.root}"
+        if not self.root.is_dir():
+            raise UserError(f"image folder {self.root} does not exist; give imagefolder:PATH with one "
+                            "sub-folder of images per class")
+        split_dirs = {s: self.root / s for s in ("train", "val", "test")}
+        presplit = all(d.is_dir() for d in split_dirs.values())
+        base = split_dirs["train"] if presplit else self.root
+        folders = sorted(d.name for d in base.iterdir() if d.is_dir())
+        if len(folders) < 2:
+            raise UserError(f"{base} has {len(folders)} class folders; put the images of each class in a "
+                            "sub-folder of its own (at least two classes)")
+        self.classnames = self._classnames(folders)
+        self.templates = list(templates or TEMPLATES)
+        self._items: dict[str, list[tuple[str, int]]] = {"train": [], "val": [], "test": []}
+        empty = []
+        for label, folder in enumerate(folders):
+            if presplit:
+                for s, d in split_dirs.items():
+                    self._items[s] += [(str(p.relative_to(self.root)), label) for p in _images(d / folder)]
+                continue
+            files = [str(p.relative_to(self.root)) for p in _images(self.root / folder)]
+            if not files:
+                empty.append(folder)
+            order = np.random.default_rng([SPLIT_SEED, label]).permutation(len(files))
+            n_val = max(1, round(RATIOS[1] * len(files))) if len(files) >= 3 else 0
+            n_test = max(1, round(RATIOS[2] * len(files))) if len(files) >= 3 else 0
+            cut = len(files) - n_val - n_test
+            for s, chosen in (("train", order[:cut]), ("val", order[cut:cut + n_val]), ("test", order[cut + n_val:])):
+                self._items[s] += [(files[i], label) for i in sorted(chosen)]
+        if empty:
+            raise UserError(f"class folders with no images in {base}: {', '.join(empty)}; add images or remove them")
+        digest = hashlib.sha256()
+        for s in ("train", "val", "test"):
+            for rel, label in self._items[s]:
+                st = (self.root / rel).stat()
+                digest.update(f"{s}/{rel}/{label}/{st.st_size}/{st.st_mtime_ns};".encode())
+        self._digest = digest.hexdigest()[:16]
+
+    def _classnames(self, folders: list[str]) -> list[str]:
+        names = {f: f.replace("_", " ") for f in folders}
+        override = self.root / "classnames.txt"
+        if override.is_file():
+            for line in override.read_text().splitlines():
+                folder, _, name = line.strip().partition(" ")
+                if folder in names and name.strip():
+                    names[folder] = name.strip()
+        result = [names[f] for f in folders]
+        duplicates = sorted({n for n in result if result.count(n) > 1})
+        if duplicates:
+            raise UserError(f"duplicate class names {', '.join(duplicates)} in {self.root}; rename the folders "
+                            "or fix classnames.txt")
+        return result
+
+    @property
+    def identity(self) -> str:
+        return f"{self.name}@{self._digest}"
+
+    def split(self, name: str) -> Split:
+        if name not in self._items:
+            raise UserError(f"unknown split {name!r}; available: train, val, test")
+        items = self._items[name]
+        paths = [rel for rel, _ in items]
+
+        def load(i: int) -> Image.Image:
+            path = self.root / paths[i]
+            try:
+                with Image.open(path) as img:
+                    return img.convert("RGB")
+            except (OSError, SyntaxError) as err:
+                raise UserError(f"cannot read image {path} ({err}); fix or remove it") from None
+
+        return Split(labels=np.array([label for _, label in items], dtype=np.int64), load_image=load, paths=paths)
