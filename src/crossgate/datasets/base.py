@@ -76,6 +76,17 @@ class ArrayDataset(Dataset):
                      load_image=lambda i: Image.fromarray(images[i]).convert("RGB"))
 
 
+def open_rgb(path: Path, missing_hint: str) -> Image.Image:
+    """An image file as RGB; a missing or unreadable file is a UserError naming it."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except FileNotFoundError:
+        raise UserError(f"missing image {path}; {missing_hint}") from None
+    except (OSError, SyntaxError) as err:
+        raise UserError(f"cannot read image {path} ({err}); fix or remove it") from None
+
+
 def digest_files(paths: list[Path]) -> str:
     h = hashlib.sha256()
     for p in paths:

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UserError
-from .base import DATASETS, Dataset, Split, digest_files
+from .base import DATASETS, Dataset, Split, digest_files, open_rgb
 
 
 @dataclass(frozen=True)
@@ -74,12 +74,7 @@ class CoopDataset(Dataset):
         paths = [str(relpath) for relpath, _, _ in items]
 
         def load(i: int) -> Image.Image:
-            path = images / paths[i]
-            try:
-                with Image.open(path) as img:
-                    return img.convert("RGB")
-            except FileNotFoundError:
-                raise UserError(f"missing image {path}; the {self.name} images belong in {images}") from None
+            return open_rgb(images / paths[i], f"the {self.name} images belong in {images}")
 
         return Split(labels=np.array([int(label) for _, label, _ in items], dtype=np.int64), load_image=load,
                      paths=paths)

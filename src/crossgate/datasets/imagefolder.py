@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UserError
-from .base import Dataset, Split
+from .base import Dataset, Split, open_rgb
 
 PREFIX = "imagefolder:"
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -95,11 +95,6 @@ class ImageFolderDataset(Dataset):
         paths = [rel for rel, _ in items]
 
         def load(i: int) -> Image.Image:
-            path = self.root / paths[i]
-            try:
-                with Image.open(path) as img:
-                    return img.convert("RGB")
-            except (OSError, SyntaxError) as err:
-                raise UserError(f"cannot read image {path} ({err}); fix or remove it") from None
+            return open_rgb(self.root / paths[i], f"it was listed when {self.root} was scanned; run again")
 
         return Split(labels=np.array([label for _, label in items], dtype=np.int64), load_image=load, paths=paths)
