@@ -39,9 +39,9 @@ class TextFeatures:
 
     def class_means(self) -> np.ndarray:
         """(C, D): per class the mean of its unit-norm template features, renormalised (CLIP's recipe)."""
-        x = _unit(self.x)
+        x = unit_rows(self.x)
         means = np.stack([x[self.labels == c].mean(0) for c in range(int(self.labels.max()) + 1)])
-        return _unit(means)
+        return unit_rows(means)
 
 
 @dataclass(frozen=True)
@@ -66,9 +66,10 @@ class DatasetFeatures:
         return getattr(self, name)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm; an all-zero row stays zero instead of dividing by zero."""
     norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norm, 1e-12)
+    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
 
 
 def _versions() -> dict:

@@ -9,15 +9,9 @@ import inspect
 
 import numpy as np
 
-from ..cache import TextFeatures
+from ..cache import TextFeatures, unit_rows  # noqa: F401  (unit_rows: re-exported for the methods)
 from ..errors import UserError
 from ..registry import Registry
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm; an all-zero row stays zero instead of dividing by zero."""
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
 
 
 def check_features(x, what: str = "X", dim: int | None = None) -> np.ndarray:
