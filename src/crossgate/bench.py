@@ -8,15 +8,16 @@ import inspect
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
 from .cache import DatasetFeatures
 from .errors import UserError
-from .methods import METHODS, create_method, list_methods
+from .methods import METHODS, FewShotClassifier, create_method, list_methods
 from .methods.gate import GateConfig
 from .methods.probe import ProbeSearch
+from .model import jsonable
 from .results import append_row, read_rows, repair, run_key
 
 DEFAULT_SHOTS = (1, 2, 4, 8, 16)
@@ -57,12 +58,6 @@ def _pct(value: float) -> float:
     return round(100.0 * value, 4)
 
 
-def _jsonable(value):
-    if is_dataclass(value):
-        return asdict(value)
-    return list(value) if isinstance(value, tuple) else value
-
-
 def make_method(method: str, seed: int, gate: GateConfig | None = None, probe: ProbeSearch | None = None):
     """A fresh estimator; the gate and probe-search settings go to the methods that take them."""
     params = {"random_state": seed}
@@ -74,9 +69,9 @@ def make_method(method: str, seed: int, gate: GateConfig | None = None, probe: P
     return create_method(method, **params)
 
 
-def run_one(features: DatasetFeatures, method: str, shots: int, seed: int, gate: GateConfig | None = None,
-            probe: ProbeSearch | None = None) -> dict:
-    """Fit one method on one few-shot draw; accuracies in percent."""
+def fit_one(features: DatasetFeatures, method: str, shots: int, seed: int, gate: GateConfig | None = None,
+            probe: ProbeSearch | None = None) -> tuple[FewShotClassifier, dict]:
+    """Fit one method on one few-shot draw: the fitted estimator and its results row (accuracies in %)."""
     split = features.few_shot(shots, seed)
     xtr, ytr = features.train.x[split.train], features.train.labels[split.train]
     xval, yval = features.val.x[split.val], features.val.labels[split.val]
@@ -87,7 +82,7 @@ def run_one(features: DatasetFeatures, method: str, shots: int, seed: int, gate:
     extra = {}
     if hasattr(clf, "top1_true_class_rate"):  # how often the gate's first pick is a text of the true class
         extra["gate_top1_true_class"] = _pct(clf.top1_true_class_rate(features.test.x, features.test.labels))
-    return {
+    return clf, {
         **extra,
         "method": method, "shots": shots, "seed": seed,
         "acc_train": _pct(clf.score(xtr, ytr)),
@@ -95,10 +90,15 @@ def run_one(features: DatasetFeatures, method: str, shots: int, seed: int, gate:
         "acc_test": _pct(clf.score(features.test.x, features.test.labels)),
         "fit_seconds": round(fit_seconds, 4),
         "hparams": {k: v for k, v in clf.chosen_.items()},
-        "params": {k: _jsonable(v) for k, v in clf.get_params().items()},
+        "params": jsonable(clf.get_params()),
         "n_train": len(ytr), "n_val": len(yval), "n_test": len(features.test.labels),
         "split_source": split.source,
     }
+
+
+def run_one(features: DatasetFeatures, method: str, shots: int, seed: int, gate: GateConfig | None = None,
+            probe: ProbeSearch | None = None) -> dict:
+    return fit_one(features, method, shots, seed, gate, probe)[1]
 
 
 _WORKER_FEATURES: DatasetFeatures | None = None

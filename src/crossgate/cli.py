@@ -50,6 +50,10 @@ def patience_value(text: str) -> int | None:
     return None if text == "none" else positive_int(text)
 
 
+def shots_value(text: str) -> int | str:
+    return "all" if text == "all" else positive_int(text)
+
+
 def k_value(text: str) -> int | str:
     return "all" if text == "all" else positive_int(text)
 
@@ -107,6 +111,18 @@ def gate_config_from(args):
     return GateConfig(**{f.name: getattr(args, f"gate_{f.name}") for f in fields(GateConfig)})
 
 
+def add_template_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--template", action="append", dest="templates", metavar="TEXT", type=template_text,
+                   help="imagefolder datasets: a prompt template with one {} for the class name; repeat for "
+                        "several (default: a set of 7 photo templates)")
+
+
+def template_text(text: str) -> str:
+    if text.count("{}") != 1:
+        raise argparse.ArgumentTypeError(f"a template needs exactly one {{}} for the class name, got {text!r}")
+    return text
+
+
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--cache-dir", type=Path, default=None,
@@ -141,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("extract", parents=[common], help="fill the feature cache without fitting anything")
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--backbone", default="lite")
+    add_template_flag(p)
 
     def add_bench_args(p, out_default):
         p.add_argument("--dataset", default="fashion-mnist", help="dataset name (default: fashion-mnist)")
@@ -157,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--probe-patience", type=patience_value, default=None,
                        help="stop a search setting after this many validations without improvement "
                             "(default: none, Lin et al.; faster, but may change the choice)")
+        add_template_flag(p)
         add_gate_flags(p)
 
     add_bench_args(sub.add_parser("bench", parents=[common], help="few-shot benchmark: methods x shots x seeds"),
@@ -164,6 +182,30 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_args(sub.add_parser("demo", parents=[common],
                                   help="the default benchmark: lite backbone, embedded Fashion-MNIST"),
                    "crossgate-demo")
+
+    p = sub.add_parser("train", parents=[common], help="fit one method on one few-shot draw and save it as a model")
+    p.add_argument("--dataset", default="fashion-mnist", help="dataset name or imagefolder:PATH")
+    p.add_argument("--backbone", default="lite")
+    p.add_argument("--method", default="gate-joint", help="any method of `crossgate methods` (default: gate-joint)")
+    p.add_argument("--shots", type=shots_value, default="all",
+                   help="training images per class, or 'all' for every train image (default: all)")
+    p.add_argument("--seed", type=positive_int, default=1, help="few-shot draw and method seed (default: 1)")
+    p.add_argument("--out", type=Path, required=True, help="model folder to write (model.safetensors + model.json)")
+    p.add_argument("--probe-iterations", type=positive_int, default=12_800,
+                   help="steps per setting of linear / crossmodal's search (default: 12800)")
+    p.add_argument("--probe-patience", type=patience_value, default=None, help="see `crossgate bench --help`")
+    add_template_flag(p)
+    add_gate_flags(p)
+
+    p = sub.add_parser("predict", parents=[common], help="classify image files with a saved model")
+    p.add_argument("model", type=Path, help="a folder written by `crossgate train`")
+    p.add_argument("images", nargs="+", type=Path, help="image files, or folders to search for images")
+    p.add_argument("--backbone", default=None,
+                   help="encoder to use (default: the model's); refused if it differs from the model's")
+    p.add_argument("--top", type=positive_int, default=3, help="classes to show per image (default: 3)")
+    p.add_argument("--texts", type=positive_int, default=3,
+                   help="gate methods: selected texts to show per image (default: 3)")
+    p.add_argument("--json", action="store_true", help="one JSON object per image instead of text")
 
     p = sub.add_parser("explain", parents=[common],
                        help="fit a gate method and print, per image, the texts the gate selected")
@@ -175,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("train", "val", "test"), default="test", help="images to explain")
     p.add_argument("--images", type=int_list, default=None,
                    help="indices into the split (default: the first of each class)")
+    add_template_flag(p)
     add_gate_flags(p)
 
     p = sub.add_parser("split", parents=[common], help="few-shot splits: `split show DATASET --shots K --seed S`")
@@ -205,7 +248,7 @@ def _load(args, settings):
     from .datasets import load_dataset
     from .encoders import create_encoder
 
-    dataset = load_dataset(args.dataset, settings)
+    dataset = load_dataset(args.dataset, settings, templates=getattr(args, "templates", None))
     encoder = create_encoder(args.backbone, cache_dir=settings.cache_dir, device=settings.torch_device())
     cache = FeatureCache(settings.cache_dir, settings.batch_size, settings.workers, settings.progress)
     return encoder, dataset, cache.features(encoder, dataset)
@@ -261,6 +304,91 @@ def cmd_bench(args, settings) -> int:
         print(f"\n{ds} · {bb} · test accuracy (%), mean ± std over seeds {','.join(map(str, config.seeds))}\n")
         print(markdown_table(by_method))
     print(f"\nwrote {config.out / 'results.jsonl'}, " + ", ".join(p.name for p in written))
+    return 0
+
+
+def cmd_train(args, settings) -> int:
+    from .bench import fit_one
+    from .methods import METHODS
+    from .methods.probe import ProbeSearch
+    from .model import SavedModel, save_model
+
+    if args.method not in METHODS:
+        raise UserError(f"unknown method {args.method!r}; available: {', '.join(METHODS.names())}")
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"{args.out} is a file; a model is saved as a folder, choose another --out")
+    encoder, dataset, feats = _load(args, settings)
+    clf, row = fit_one(feats, args.method, args.shots, args.seed, gate_config_from(args),
+                       ProbeSearch(iterations=args.probe_iterations, patience=args.probe_patience))
+    out = save_model(args.out, SavedModel(classifier=clf, method=args.method, backbone=args.backbone,
+                                          backbone_identity=encoder.identity, classnames=feats.classnames,
+                                          templates=list(dataset.templates), dataset=dataset.identity, info=row))
+    draw = "all train images" if args.shots == "all" else f"{args.shots}-shot seed {args.seed}"
+    print(f"{args.method} on {dataset.name} · {args.backbone} · {draw} ({row['split_source']}): "
+          f"accuracy train {row['acc_train']:.1f}%, val {row['acc_val']:.1f}%, "
+          f"test {row['acc_test']:.1f}% ({row['n_test']} images); fit {row['fit_seconds']:.1f} s")
+    print(f"saved {out}; classify images with `crossgate predict {out} IMAGE...`")
+    return 0
+
+
+def _image_files(inputs: list[Path]) -> list[Path]:
+    """Files as given; folders searched recursively for images, sorted."""
+    from .datasets.imagefolder import EXTENSIONS, image_files
+
+    files = []
+    for p in inputs:
+        if p.is_dir():
+            found = image_files(p)
+            if not found:
+                raise UserError(f"folder {p} has no images ({', '.join(sorted(EXTENSIONS))}); give image files")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise UserError(f"no such image file or folder: {p}")
+    return files
+
+
+def cmd_predict(args, settings) -> int:
+    import json
+
+    import numpy as np
+
+    from .cache import encode_split
+    from .datasets.base import Split, open_rgb
+    from .encoders import create_encoder
+    from .model import load_model
+
+    model = load_model(args.model)
+    files = _image_files(args.images)
+    name = args.backbone or model.backbone
+    encoder = create_encoder(name, cache_dir=settings.cache_dir, device=settings.torch_device())
+    model.check_backbone(encoder.identity, name)
+    items = Split(labels=np.zeros(len(files), dtype=np.int64),
+                  load_image=lambda i: open_rgb(files[i], "it was given on the command line"),
+                  paths=[str(f) for f in files])
+    x = encode_split(encoder, items, settings.batch_size, settings.workers,
+                     settings.progress and len(files) > settings.batch_size, desc="images")
+    clf = model.classifier
+    proba = clf.predict_proba(x)
+    explain = clf.explain(x) if hasattr(clf, "explain") else None
+    for i, path in enumerate(files):
+        top = np.argsort(-proba[i], kind="stable")[:args.top]
+        classes = [{"class": model.classnames[c], "probability": round(float(proba[i, c]), 6)} for c in top]
+        texts = []
+        if explain is not None:
+            indices, weights = explain
+            texts = [{"text": clf.texts_[j], "class": model.classnames[clf.text_labels_[j]],
+                      "weight": round(float(w), 6)} for j, w in zip(indices[i][:args.texts], weights[i][:args.texts],
+                                                                   strict=True)]
+        if args.json:
+            print(json.dumps({"image": str(path), "top": classes, **({"selected_texts": texts} if texts else {})}))
+            continue
+        print(path)
+        for c in classes:
+            print(f"  {c['probability']:7.2%}  {c['class']}")
+        for t in texts:
+            print(f"    gate {t['weight']:.3f}  [{t['class']}] {t['text']}")
     return 0
 
 
@@ -335,7 +463,8 @@ def cmd_report(args, settings) -> int:
 
 
 COMMANDS = {"backbones": cmd_list, "datasets": cmd_list, "methods": cmd_list, "extract": cmd_extract,
-            "bench": cmd_bench, "demo": cmd_bench, "explain": cmd_explain, "split": cmd_split,
+            "bench": cmd_bench, "demo": cmd_bench, "train": cmd_train, "predict": cmd_predict,
+            "explain": cmd_explain, "split": cmd_split,
             "report": cmd_report}
 
 

@@ -53,7 +53,7 @@ def save_arrays(stem: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=tensor_path.parent, prefix=f".{tensor_path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp)
+        save_file({k: np.asarray(v, order="C") for k, v in arrays.items()}, tmp)  # keeps 0-d arrays 0-d
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         checksum = sha256_file(Path(tmp))

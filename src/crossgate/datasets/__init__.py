@@ -7,12 +7,14 @@ from .base import DATASETS, SPLITS, ArrayDataset, Dataset, Split
 from .fewshot import FewShotSplit, choose_few_shot, few_shot_split, read_index_file, sample_few_shot
 
 
-def load_dataset(name: str, settings=None) -> Dataset:
-    """A registered dataset by name, or your own images as imagefolder:PATH."""
+def load_dataset(name: str, settings=None, templates: list[str] | None = None) -> Dataset:
+    """A registered dataset by name, or your own images as imagefolder:PATH (with optional prompt templates)."""
     if name.startswith(imagefolder.PREFIX):
-        return imagefolder.ImageFolderDataset(Path(name[len(imagefolder.PREFIX):]))
+        return imagefolder.ImageFolderDataset(Path(name[len(imagefolder.PREFIX):]), templates)
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; available: {', '.join(list_datasets())}")
+    if templates:
+        raise UserError(f"--template applies to imagefolder:PATH datasets; {name} uses its published templates")
     return DATASETS.create(name, settings)
 
 

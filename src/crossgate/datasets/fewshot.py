@@ -36,11 +36,16 @@ def sample_few_shot(labels: np.ndarray, shots: int, seed: int, classnames: list[
     return np.concatenate(picks).astype(np.int64)
 
 
-def few_shot_split(train_labels: np.ndarray, val_labels: np.ndarray, shots: int, seed: int,
+def few_shot_split(train_labels: np.ndarray, val_labels: np.ndarray, shots: int | str, seed: int,
                    classnames: list[str] | None = None) -> FewShotSplit:
-    """Training shots from the train split, min(shots, 4) per class from the val split."""
+    """Training shots from the train split, min(shots, 4) per class from the val split (fewer when a small
+    dataset of your own has fewer validation images per class). shots="all": every train and val image."""
+    if shots == "all":
+        return FewShotSplit(train=np.arange(len(train_labels)), val=np.arange(len(val_labels)), source="all-images")
     train = sample_few_shot(train_labels, shots, seed, classnames, "train")
-    val = sample_few_shot(val_labels, min(shots, VAL_SHOTS_CAP), seed, classnames, "val")
+    present = np.bincount(np.asarray(val_labels, dtype=np.int64), minlength=int(np.max(train_labels)) + 1)
+    val_shots = max(1, min(shots, VAL_SHOTS_CAP, int(present.min())))
+    val = sample_few_shot(val_labels, val_shots, seed, classnames, "val")
     return FewShotSplit(train=train, val=val, source="crossgate-sampler")
 
 
@@ -76,11 +81,11 @@ def read_index_file(path: Path, train_paths: list[str] | None = None,
     return FewShotSplit(train=parts["train"][0], val=parts["val"][0], source=f"published:{path.name}")
 
 
-def choose_few_shot(train_labels: np.ndarray, val_labels: np.ndarray, shots: int, seed: int,
+def choose_few_shot(train_labels: np.ndarray, val_labels: np.ndarray, shots: int | str, seed: int,
                     classnames: list[str] | None = None, index_dir: Path | None = None,
                     train_paths: list[str] | None = None, val_paths: list[str] | None = None) -> FewShotSplit:
     """The published few-shot split when `index_dir/shot_K-seed_S.json` exists, otherwise our sampler."""
-    if index_dir is not None:
+    if index_dir is not None and shots != "all":
         published = Path(index_dir) / f"shot_{shots}-seed_{seed}.json"
         if published.is_file():
             return read_index_file(published, train_paths, val_paths)

@@ -4,7 +4,7 @@
     PATH/{train,val,test}/<class>/*.jpg    the given split
 
 Folder names become class names ('_' -> ' '); a `classnames.txt` in PATH with lines `<folder> <name>`
-overrides them.
+overrides them. Prompts: TEMPLATES below unless templates are given (`--template`).
 """
 from __future__ import annotations
 
@@ -21,10 +21,12 @@ PREFIX = "imagefolder:"
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 RATIOS = (0.6, 0.2, 0.2)  # train, val, test when PATH has no train/ val/ test/ folders
 SPLIT_SEED = 0
-TEMPLATES = ["a photo of a {}."]
+# CLIP-style photo prompts; --template replaces them
+TEMPLATES = ["a photo of a {}.", "a bad photo of a {}.", "a cropped photo of a {}.", "a close-up photo of a {}.",
+             "a bright photo of a {}.", "a photo of the large {}.", "a photo of the small {}."]
 
 
-def _images(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
 
 
@@ -49,9 +51,9 @@ class ImageFolderDataset(Dataset):
         for label, folder in enumerate(folders):
             if presplit:
                 for s, d in split_dirs.items():
-                    self._items[s] += [(str(p.relative_to(self.root)), label) for p in _images(d / folder)]
+                    self._items[s] += [(str(p.relative_to(self.root)), label) for p in image_files(d / folder)]
                 continue
-            files = [str(p.relative_to(self.root)) for p in _images(self.root / folder)]
+            files = [str(p.relative_to(self.root)) for p in image_files(self.root / folder)]
             if not files:
                 empty.append(folder)
             order = np.random.default_rng([SPLIT_SEED, label]).permutation(len(files))

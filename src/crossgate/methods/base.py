@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 
 import numpy as np
+import torch
 
 from ..cache import TextFeatures, unit_rows  # noqa: F401  (unit_rows: re-exported for the methods)
 from ..errors import UserError
@@ -83,6 +84,58 @@ class FewShotClassifier:
         """Accuracy as a fraction in [0, 1]."""
         y = check_labels(y, len(np.asarray(x)))
         return float(np.mean(self.predict(x) == y)) if len(y) else float("nan")
+
+    # --- fitted state as arrays + JSON values, for saving without pickle (see crossgate.model) ---
+
+    def _module_spec(self, name: str, module: torch.nn.Module) -> dict:
+        """What `_build_module` needs to rebuild a fitted sub-module before loading its weights."""
+        raise NotImplementedError(f"{type(self).__name__} cannot describe its module {name}")
+
+    def _build_module(self, name: str, spec: dict) -> torch.nn.Module:
+        raise NotImplementedError(f"{type(self).__name__} cannot rebuild its module {name}")
+
+    def fitted_state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """The learned attributes (names ending in `_`): arrays by name, the rest as JSON-able values."""
+        if not hasattr(self, "n_features_in_"):
+            raise UserError(f"{type(self).__name__} is not fitted yet; call fit first")
+        arrays, values, kinds = {}, {}, {}
+        for name, value in vars(self).items():
+            if not name.endswith("_") or name.startswith("_"):
+                continue
+            if isinstance(value, torch.nn.Module):
+                kinds[name] = {"module": self._module_spec(name, value)}
+                arrays.update({f"{name}.{k}": t.detach().cpu().numpy() for k, t in value.state_dict().items()})
+            elif isinstance(value, torch.Tensor):
+                kinds[name] = "tensor"
+                arrays[name] = value.detach().cpu().numpy()
+            elif isinstance(value, np.ndarray):
+                kinds[name] = "array"
+                arrays[name] = value
+            else:
+                values[name] = value
+        return arrays, {"values": values, "arrays": kinds}
+
+    def load_fitted_state(self, arrays: dict[str, np.ndarray], state: dict) -> FewShotClassifier:
+        """Restore what `fitted_state` returned; a missing or misshapen array is a UserError."""
+        for name, value in state["values"].items():
+            setattr(self, name, value)
+        for name, kind in state["arrays"].items():
+            if isinstance(kind, dict):
+                module = self._build_module(name, kind["module"])
+                prefix = f"{name}."
+                weights = {k[len(prefix):]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith(prefix)}
+                try:
+                    module.load_state_dict(weights, strict=True)
+                except RuntimeError as err:
+                    raise UserError(f"saved weights of {name} do not fit {type(self).__name__}: "
+                                    f"{str(err).splitlines()[0]}") from None
+                module.requires_grad_(False)
+                setattr(self, name, module)
+            elif name not in arrays:
+                raise UserError(f"saved state lacks the array {name!r}; the model file is incomplete")
+            else:
+                setattr(self, name, torch.from_numpy(arrays[name]) if kind == "tensor" else arrays[name])
+        return self
 
 
 METHODS: Registry[FewShotClassifier] = Registry("method")

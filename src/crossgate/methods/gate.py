@@ -101,6 +101,15 @@ class _GateBase(FewShotClassifier):
         self.texts_ = list(text.texts)
         self.text_labels_ = text.labels.astype(np.int64)
 
+    @staticmethod
+    def _gate_spec(gate: DynamicGate) -> dict:
+        d_proj, d_img = gate.w_img.weight.shape
+        return {"d_img": d_img, "d_text": gate.w_text.in_features, "d_proj": d_proj, "k": gate.k}
+
+    @staticmethod
+    def _new_gate(spec: dict) -> DynamicGate:
+        return DynamicGate(spec["d_img"], spec["d_text"], spec["d_proj"], spec["k"])
+
     def explain(self, x) -> tuple[np.ndarray, np.ndarray]:
         """For each image, the indices (into the text pool, best first) and weights of its selected texts."""
         out = self._gate_output(torch.from_numpy(unit_rows(np.asarray(x, dtype=np.float32))))
@@ -158,6 +167,12 @@ class Gate(_GateBase):
         self._store_text(text)
         self.chosen_ = {"gate_best_iteration": result.best_iteration, "gate_iterations": result.iterations}
         return self
+
+    def _module_spec(self, name, module):
+        return self._gate_spec(module)
+
+    def _build_module(self, name, spec):
+        return self._new_gate(spec)
 
     def _fit_head(self, data: _Data) -> torch.Tensor:
         """Cosine head on enhanced features of the images and class texts, initialised from the texts."""
@@ -266,7 +281,6 @@ class GateJoint(_GateBase):
                 if best is None or result.best_score > best[0]:
                     best = (result.best_score, model, trial, result)
         _, self.model_, trial, result = best
-        self.gate_ = self.model_.gate
         self.pool_ = data.pool
         self._store_text(text)
         self.chosen_ = {"k": trial.k, "d_proj": trial.d_proj, "l2": probe.l2_,
@@ -305,12 +319,20 @@ class GateJoint(_GateBase):
         model.requires_grad_(False)
         return model, result
 
+    def _module_spec(self, name, module):
+        return {"gate": self._gate_spec(module.gate), "n_classes": len(module.class_text)}
+
+    def _build_module(self, name, spec):
+        gate = self._new_gate(spec["gate"])
+        d_img = spec["gate"]["d_img"]
+        return _JointModel(gate, torch.zeros(spec["n_classes"], d_img + 1), torch.zeros(spec["n_classes"], d_img))
+
     def _inputs(self, x: np.ndarray) -> torch.Tensor:
         return F.normalize(torch.from_numpy(unit_rows(x)) - self.img_mean_, dim=1)
 
     def _gate_output(self, x: torch.Tensor):
         with torch.no_grad():
-            return self.gate_(F.normalize(x - self.img_mean_, dim=1), self.pool_)
+            return self.model_.gate(F.normalize(x - self.img_mean_, dim=1), self.pool_)
 
     def _logits(self, x):
         with torch.no_grad():

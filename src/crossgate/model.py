@@ -1,0 +1,97 @@
+"""A fitted few-shot classifier on disk: MODEL/model.safetensors + MODEL/model.json, no pickle.
+
+The JSON records what the weights mean: method, backbone identity, class names, templates, the few-shot
+draw, hyperparameters and metrics. Loading rebuilds the estimator from its registry name and restores its
+learned state; predicting needs an encoder whose identity equals the saved one, so features always come
+from the backbone the head was fitted on.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import UserError
+from .methods import METHODS, FewShotClassifier
+from .storage import load_arrays, save_arrays
+
+FORMAT = "crossgate-model/1"
+STEM = "model"
+
+
+@dataclass
+class SavedModel:
+    classifier: FewShotClassifier
+    method: str
+    backbone: str  # the name it was created from, e.g. openclip:ViT-B-16/openai
+    backbone_identity: str  # the encoder's identity: weights digest and preprocessing
+    classnames: list[str]
+    templates: list[str]
+    dataset: str = ""
+    info: dict = field(default_factory=dict)  # few-shot draw, hyperparameters, metrics
+
+    def check_backbone(self, identity: str, name: str) -> None:
+        if identity != self.backbone_identity:
+            raise UserError(f"this model was fitted on features of {self.backbone!r} ({self.backbone_identity}), "
+                            f"but backbone {name!r} is {identity}; predict with --backbone {self.backbone}")
+
+
+def save_model(path: Path, model: SavedModel) -> Path:
+    """Write MODEL/model.safetensors and MODEL/model.json atomically (the JSON last); returns the folder."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path} is a file; a model is saved as a folder, choose another --out")
+    arrays, state = model.classifier.fitted_state()
+    meta = {"format": FORMAT, "crossgate_version": __version__, "method": model.method,
+            "params": jsonable(model.classifier.get_params()), "state": state, "backbone": model.backbone,
+            "backbone_identity": model.backbone_identity, "dataset": model.dataset,
+            "classnames": list(model.classnames), "templates": list(model.templates), "info": model.info}
+    try:
+        json.dumps(meta)
+    except TypeError as err:
+        raise TypeError(f"{model.method} has learned state that is not JSON: {err}") from None
+    save_arrays(path / STEM, arrays, meta)
+    return path
+
+
+def load_model(path: Path) -> SavedModel:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f"model {path} does not exist; create one with `crossgate train --out {path}`")
+    stem = path / STEM if path.is_dir() else path.with_suffix("")
+    if not (stem.with_name(STEM + ".json").is_file() and stem.with_name(STEM + ".safetensors").is_file()):
+        raise UserError(f"{path} is not a crossgate model (expected {STEM}.json and {STEM}.safetensors in it); "
+                        "create one with `crossgate train`")
+    entry = load_arrays(stem)
+    if entry is None:
+        raise UserError(f"model {path} is damaged: its weights do not match the checksum in {STEM}.json; "
+                        "copy it again or retrain it")
+    arrays, meta = entry
+    if meta.get("format") != FORMAT:
+        raise UserError(f"model {path} has format {meta.get('format')!r}; this crossgate reads {FORMAT}")
+    if meta["method"] not in METHODS:
+        raise UserError(f"model {path} uses method {meta['method']!r}, unknown to this crossgate; "
+                        f"available: {', '.join(METHODS.names())}")
+    classifier = METHODS.create(meta["method"]).load_fitted_state(arrays, meta["state"])
+    if classifier.n_classes_ != len(meta["classnames"]):
+        raise UserError(f"model {path} has {classifier.n_classes_} outputs but {len(meta['classnames'])} class "
+                        "names; it is damaged")
+    return SavedModel(classifier=classifier, method=meta["method"], backbone=meta["backbone"],
+                      backbone_identity=meta["backbone_identity"], classnames=meta["classnames"],
+                      templates=meta["templates"], dataset=meta.get("dataset", ""), info=meta.get("info", {}))
+
+
+def jsonable(value):
+    """Config dataclasses, tuples and numpy scalars as plain JSON values."""
+    if is_dataclass(value):
+        return asdict(value)
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
