@@ -104,3 +104,26 @@ def test_cache_location_from_environment(monkeypatch, tmp_path):
     assert Settings().data_root == tmp_path / "elsewhere" / "data"
     monkeypatch.setenv("CROSSGATE_DATA", str(tmp_path / "data"))
     assert Settings().data_root == tmp_path / "data"
+
+
+def test_flip_view_is_the_mirrored_image_and_has_its_own_entry(tmp_path, tiny):
+    from crossgate.datasets import ArrayDataset
+
+    rng = np.random.default_rng(0)
+    images = (rng.random((6, 20, 20, 3)) * 255).astype(np.uint8)
+    labels = np.array([0, 0, 0, 1, 1, 1])
+
+    def dataset(name, imgs):
+        return ArrayDataset(name, ["a", "b"], ["{}"], {s: (imgs, labels) for s in ("train", "val", "test")}, name)
+
+    cache = FeatureCache(tmp_path, progress=False)
+    feats = cache.features(tiny, dataset("plain", images), flip=True)
+    mirrored = cache.features(tiny, dataset("mirrored", images[:, :, ::-1].copy()))
+    assert feats.train_views() == ["center", "flip"] and mirrored.train_views() == ["center"]
+    np.testing.assert_array_equal(feats.train_flip.x, mirrored.train.x)
+    assert not np.allclose(feats.train_flip.x, feats.train.x)
+    x, y = feats.few_shot_train(np.array([0, 3]))
+    np.testing.assert_array_equal(x, np.concatenate([feats.train.x[[0, 3]], feats.train_flip.x[[0, 3]]]))
+    assert y.tolist() == [0, 1, 0, 1]
+    keys = [json.loads(p.read_text())["key"] for p in (tmp_path / "features" / "image").glob("*.json")]
+    assert sorted(k["view"] for k in keys if k["dataset"].startswith("plain")) == ["center"] * 3 + ["flip"]

@@ -62,3 +62,17 @@ def test_bench_runs_on_an_image_folder(tmp_path):
                  "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--jobs", "1"]) == 0
     rows = read_rows(tmp_path / "run" / "results.jsonl")
     assert len(rows) == 3 and all(r["n_test"] == 6 and r["split_source"] == "crossgate-sampler" for r in rows)
+
+
+def test_flip_doubles_training_images_and_a_changed_setup_does_not_resume(tmp_path, capsys):
+    from tests.test_cli import run_error
+
+    make_folder(tmp_path / "imgs")
+    argv = ["bench", "--dataset", f"imagefolder:{tmp_path / 'imgs'}", "--backbone", "tiny-clip", "--shots", "2",
+            "--seeds", "1", "--methods", "logreg", "--out", str(tmp_path / "run"), "--cache-dir",
+            str(tmp_path / "cache"), "--no-progress", "--jobs", "1"]
+    assert main([*argv, "--flip"]) == 0
+    row = read_rows(tmp_path / "run" / "results.jsonl")[0]
+    assert row["n_train"] == 12 and row["train_views"] == ["center", "flip"]
+    assert "train_views = ['center', 'flip'], not ['center']" in run_error(capsys, *argv)
+    assert "templates = None" in run_error(capsys, *argv, "--flip", "--template", "a {} photo")

@@ -22,6 +22,7 @@ from .results import append_row, read_rows, repair, run_key
 
 DEFAULT_SHOTS = (1, 2, 4, 8, 16)
 DEFAULT_SEEDS = (1, 2, 3)
+SETUP_DEFAULTS = {"train_views": ["center"], "templates": None}  # what rows written before these fields meant
 
 
 @dataclass
@@ -35,6 +36,7 @@ class BenchConfig:
     gate: GateConfig = field(default_factory=GateConfig)  # for the methods built on the dynamic gate
     probe: ProbeSearch = field(default_factory=ProbeSearch)  # Lin et al.'s search for linear / crossmodal
     jobs: int = 1  # worker processes; each fits whole (shots, seed) draws single-threaded
+    setup: dict = field(default_factory=dict)  # what else shapes the rows (views, templates); must match to resume
 
     def resolved_methods(self) -> list[str]:
         names = list(self.methods) or list_methods()
@@ -73,7 +75,7 @@ def fit_one(features: DatasetFeatures, method: str, shots: int, seed: int, gate:
             probe: ProbeSearch | None = None) -> tuple[FewShotClassifier, dict]:
     """Fit one method on one few-shot draw: the fitted estimator and its results row (accuracies in %)."""
     split = features.few_shot(shots, seed)
-    xtr, ytr = features.train.x[split.train], features.train.labels[split.train]
+    xtr, ytr = features.few_shot_train(split.train)
     xval, yval = features.val.x[split.val], features.val.labels[split.val]
     clf = make_method(method, seed, gate, probe)
     start = time.perf_counter()
@@ -92,7 +94,7 @@ def fit_one(features: DatasetFeatures, method: str, shots: int, seed: int, gate:
         "hparams": {k: v for k, v in clf.chosen_.items()},
         "params": jsonable(clf.get_params()),
         "n_train": len(ytr), "n_val": len(yval), "n_test": len(features.test.labels),
-        "split_source": split.source,
+        "split_source": split.source, "train_views": features.train_views(),
     }
 
 
@@ -128,7 +130,14 @@ def run_bench(config: BenchConfig, features: DatasetFeatures, backbone_identity:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.jsonl"
     repair(path)
-    done = {run_key(r) for r in read_rows(path)}
+    existing = read_rows(path)
+    for row in existing:
+        differs = [k for k, v in config.setup.items() if row.get(k, SETUP_DEFAULTS.get(k)) != v]
+        if row["dataset"] == config.dataset and row["backbone"] == config.backbone and differs:
+            had = row.get(differs[0], SETUP_DEFAULTS.get(differs[0]))
+            raise UserError(f"{path} holds {config.dataset} runs with {differs[0]} = {had!r}, not "
+                            f"{config.setup[differs[0]]!r}; they would not be comparable: choose another --out")
+    done = {run_key(r) for r in existing}
     commit = git_commit()
     grid = [(m, k, s) for k in config.shots for s in config.seeds for m in methods]
     todo = [(m, k, s) for m, k, s in grid if (config.dataset, config.backbone, m, k, s) not in done]
@@ -139,7 +148,7 @@ def run_bench(config: BenchConfig, features: DatasetFeatures, backbone_identity:
 
     def record(job, result):
         row = {"dataset": config.dataset, "backbone": config.backbone, "backbone_identity": backbone_identity,
-               **result, "crossgate_version": __version__, "git_commit": commit}
+               **result, **config.setup, "crossgate_version": __version__, "git_commit": commit}
         append_row(path, row)
         if on_run:
             on_run(row, (config.dataset, config.backbone, *job))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from . import __version__
@@ -19,7 +20,7 @@ from .datasets.base import SPLITS, Dataset, Split
 from .encoders.base import Encoder
 from .storage import ensure_writable_dir, load_arrays, save_arrays
 
-VIEWS = ("center",)  # issue 5 adds a flipped training view
+VIEWS = ("center", "flip")  # the encoder's center crop; the same of the horizontally mirrored image (Lin et al.)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class DatasetFeatures:
     test: ImageFeatures
     text: TextFeatures
     classnames: list[str]
+    train_flip: ImageFeatures | None = None  # the train split's mirrored view, when asked for
     index_dir: Path | None = None  # published few-shot index files, if the dataset has them
     train_paths: list[str] | None = None  # image paths of the train split, to check index files against
     val_paths: list[str] | None = None
@@ -65,6 +67,14 @@ class DatasetFeatures:
     def split(self, name: str) -> ImageFeatures:
         return getattr(self, name)
 
+    def train_views(self) -> list[str]:
+        return ["center", "flip"] if self.train_flip is not None else ["center"]
+
+    def few_shot_train(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Features and labels of the chosen training images, in every cached view (flipped copies after)."""
+        views = [self.train] + ([self.train_flip] if self.train_flip is not None else [])
+        return (np.concatenate([v.x[indices] for v in views]), np.concatenate([v.labels[indices] for v in views]))
+
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit L2 norm; an all-zero row stays zero instead of dividing by zero."""
@@ -78,19 +88,22 @@ def _versions() -> dict:
 
 
 class _PixelDataset(torch.utils.data.Dataset):
-    def __init__(self, split: Split, preprocess):
-        self.split, self.preprocess = split, preprocess
+    def __init__(self, split: Split, preprocess, view: str):
+        if view not in VIEWS:
+            raise ValueError(f"unknown view {view!r}; available: {', '.join(VIEWS)}")
+        self.split, self.preprocess, self.flip = split, preprocess, view == "flip"
 
     def __len__(self):
         return len(self.split)
 
     def __getitem__(self, i):
-        return self.preprocess(self.split.load_image(i))
+        image = self.split.load_image(i)
+        return self.preprocess(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if self.flip else image)
 
 
 def encode_split(encoder: Encoder, split: Split, batch_size: int = 64, workers: int = 0,
-                 progress: bool = True, desc: str = "") -> np.ndarray:
-    loader = torch.utils.data.DataLoader(_PixelDataset(split, encoder.preprocess), batch_size=batch_size,
+                 progress: bool = True, desc: str = "", view: str = "center") -> np.ndarray:
+    loader = torch.utils.data.DataLoader(_PixelDataset(split, encoder.preprocess, view), batch_size=batch_size,
                                          num_workers=workers, pin_memory=encoder.device.startswith("cuda"))
     out = np.zeros((len(split), encoder.image_dim), dtype=np.float32)
     done = 0
@@ -119,7 +132,7 @@ class FeatureCache:
         if hit is None:
             ensure_writable_dir(self.root, "cache directory", "--cache-dir or CROSSGATE_CACHE")
             x = encode_split(encoder, items, self.batch_size, self.workers, self.progress,
-                             desc=f"{dataset.name}/{split}")
+                             desc=f"{dataset.name}/{split}" + ("/flip" if view == "flip" else ""), view=view)
             save_arrays(stem, {"x": x, "labels": items.labels}, {"kind": "image", "key": fields,
                                                                  "versions": _versions()})
             return ImageFeatures(x=x, labels=items.labels)
@@ -139,8 +152,10 @@ class FeatureCache:
             aligned, native = hit[0]["x"], hit[0]["native"]
         return TextFeatures(x=aligned, native=native, labels=labels, texts=texts)
 
-    def features(self, encoder: Encoder, dataset: Dataset) -> DatasetFeatures:
+    def features(self, encoder: Encoder, dataset: Dataset, flip: bool = False) -> DatasetFeatures:
+        """Every split's center view, the class texts, and with flip=True the mirrored training images."""
         splits = {s: self.image_features(encoder, dataset, s) for s in SPLITS}
-        return DatasetFeatures(**splits, text=self.text_features(encoder, dataset),
+        train_flip = self.image_features(encoder, dataset, "train", view="flip") if flip else None
+        return DatasetFeatures(**splits, train_flip=train_flip, text=self.text_features(encoder, dataset),
                                classnames=list(dataset.classnames), index_dir=dataset.index_dir,
                                train_paths=dataset.split("train").paths, val_paths=dataset.split("val").paths)

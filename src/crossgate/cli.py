@@ -112,6 +112,8 @@ def gate_config_from(args):
 
 
 def add_template_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--flip", action="store_true",
+                   help="also train on horizontally mirrored copies of the training images (Lin et al.'s flip view)")
     p.add_argument("--template", action="append", dest="templates", metavar="TEXT", type=template_text,
                    help="imagefolder datasets: a prompt template with one {} for the class name; repeat for "
                         "several (default: a set of 7 photo templates)")
@@ -251,7 +253,7 @@ def _load(args, settings):
     dataset = load_dataset(args.dataset, settings, templates=getattr(args, "templates", None))
     encoder = create_encoder(args.backbone, cache_dir=settings.cache_dir, device=settings.torch_device())
     cache = FeatureCache(settings.cache_dir, settings.batch_size, settings.workers, settings.progress)
-    return encoder, dataset, cache.features(encoder, dataset)
+    return encoder, dataset, cache.features(encoder, dataset, flip=getattr(args, "flip", False))
 
 
 def cmd_list(args, settings) -> int:
@@ -294,6 +296,8 @@ def cmd_bench(args, settings) -> int:
 
     config = BenchConfig(dataset=args.dataset, backbone=args.backbone, shots=args.shots, seeds=args.seeds,
                          methods=args.methods, out=args.out, gate=gate_config_from(args), jobs=args.jobs,
+                         setup={"train_views": ["center", "flip"] if args.flip else ["center"],
+                                "templates": args.templates},
                          probe=ProbeSearch(iterations=args.probe_iterations, patience=args.probe_patience))
     n_runs = len(config.resolved_methods()) * len(config.shots) * len(config.seeds)  # validates names early
     encoder, dataset, feats = _load(args, settings)
@@ -395,16 +399,13 @@ def cmd_predict(args, settings) -> int:
 def cmd_explain(args, settings) -> int:
     import numpy as np
 
-    from .bench import make_method
+    from .bench import fit_one
     from .methods import METHODS
 
     if not hasattr(METHODS.factory(args.method), "explain"):
         raise UserError(f"method {args.method!r} has no gate to explain; use gate or gate-joint")
     encoder, dataset, feats = _load(args, settings)
-    split = feats.few_shot(args.shots, args.seed)
-    clf = make_method(args.method, args.seed, gate_config_from(args))
-    clf.fit(feats.train.x[split.train], feats.train.labels[split.train], text=feats.text,
-            val=(feats.val.x[split.val], feats.val.labels[split.val]))
+    clf, _ = fit_one(feats, args.method, args.shots, args.seed, gate_config_from(args))
     images = feats.split(args.split)
     if args.images is None:
         chosen = [int(np.flatnonzero(images.labels == c)[0]) for c in np.unique(images.labels)]
