@@ -40,6 +40,7 @@ def embedded():
 def _isolated_env(monkeypatch, tmp_path):
     """No test reads or writes the user's real cache."""
     monkeypatch.setenv("CROSSGATE_CACHE", str(tmp_path / "default-cache"))
+    monkeypatch.setenv("CROSSGATE_OFFLINE", "1")  # tests never download; test_download serves files locally
 
 
 @pytest.fixture(scope="session")

@@ -131,6 +131,7 @@ class FeatureCache:
         items = dataset.split(split)
         if hit is None:
             ensure_writable_dir(self.root, "cache directory", "--cache-dir or CROSSGATE_CACHE")
+            dataset.ensure_images()
             x = encode_split(encoder, items, self.batch_size, self.workers, self.progress,
                              desc=f"{dataset.name}/{split}" + ("/flip" if view == "flip" else ""), view=view)
             save_arrays(stem, {"x": x, "labels": items.labels}, {"kind": "image", "key": fields,

@@ -136,6 +136,8 @@ def _common() -> argparse.ArgumentParser:
     common.add_argument("--batch-size", type=positive_int, default=64, help="images per encoder batch")
     common.add_argument("--workers", type=int, default=0, help="DataLoader workers for image decoding")
     common.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    common.add_argument("--offline", action="store_true",
+                        help="never download datasets (also CROSSGATE_OFFLINE=1); missing files are named instead")
     common.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     return common
 
@@ -241,7 +243,8 @@ def build_settings(args):
 
     return Settings(cache_dir=(args.cache_dir or default_cache_dir()).expanduser(),
                     data_root=(args.data_root or default_data_root()).expanduser(), device=args.device,
-                    batch_size=args.batch_size, workers=max(0, args.workers), progress=not args.no_progress)
+                    batch_size=args.batch_size, workers=max(0, args.workers), progress=not args.no_progress,
+                    **({"offline": True} if args.offline else {}))
 
 
 def _load(args, settings):
@@ -463,6 +466,17 @@ def cmd_report(args, settings) -> int:
     return 0
 
 
+def _log_warnings() -> None:
+    import logging
+
+    log = logging.getLogger("crossgate")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("crossgate: %(levelname)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.WARNING)
+
+
 COMMANDS = {"backbones": cmd_list, "datasets": cmd_list, "methods": cmd_list, "extract": cmd_extract,
             "bench": cmd_bench, "demo": cmd_bench, "train": cmd_train, "predict": cmd_predict,
             "explain": cmd_explain, "split": cmd_split,
@@ -472,6 +486,7 @@ COMMANDS = {"backbones": cmd_list, "datasets": cmd_list, "methods": cmd_list, "e
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # bundled models only; never stall on a hub
+    _log_warnings()
     try:
         return COMMANDS[args.command](args, build_settings(args))
     except UserError as err:

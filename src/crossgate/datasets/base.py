@@ -46,6 +46,10 @@ class Dataset(ABC):
         """Folder of published few-shot index files (shot_K-seed_S.json), if the dataset has one."""
         return None
 
+    def ensure_images(self) -> None:
+        """Make the image files available (download on first use); called before any image is encoded."""
+        return None
+
     def prompts(self) -> tuple[list[str], np.ndarray]:
         """Every class name in every template, and the class of each prompt."""
         texts = [t.format(c) for c in self.classnames for t in self.templates]

@@ -8,6 +8,7 @@ Class names and templates are Lin et al.'s; '_' in class names becomes ' '.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,9 @@ from PIL import Image
 
 from ..errors import UserError
 from .base import DATASETS, Dataset, Split, digest_files, open_rgb
+from .download import ensure_files, ensure_indices, remotes
+
+log = logging.getLogger("crossgate")
 
 
 @dataclass(frozen=True)
@@ -34,16 +38,19 @@ SPECS = {
 
 
 class CoopDataset(Dataset):
-    def __init__(self, spec: CoopSpec, root: Path):
+    def __init__(self, spec: CoopSpec, root: Path, download: bool = True, progress: bool = True):
         self.spec = spec
         self.name = spec.name
         self.root = Path(root)
         self.folder = self.root / spec.folder
+        self.download, self.progress = download, progress
         split_path = self.folder / spec.split_file
-        if not split_path.is_file():
-            raise UserError(f"{spec.name} needs its images in {self.folder / 'images'} and the CoOp split file "
-                            f"{split_path} (automatic download is not implemented yet); put them there or "
-                            "point --data-root / CROSSGATE_DATA at a folder that has them")
+        if download:
+            ensure_files(spec.name, self.root, "split", progress)
+            if not self.index_dir.is_dir():
+                for problem in ensure_indices(spec.name, self.root, progress):
+                    log.warning("%s; without it crossgate samples that few-shot split itself", problem)
+        self._require("split")
         try:
             self._items = json.loads(split_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -56,6 +63,19 @@ class CoopDataset(Dataset):
         self.classnames = [names[i] for i in range(len(names))]
         self.templates = [spec.template]
         self._digest = digest_files([split_path])
+
+    def _require(self, role: str) -> None:
+        missing = [f"{r.target(self.root)} (from {r.url})" for r in remotes(self.name)[0]
+                   if r.role == role and not r.target(self.root).exists()]
+        if missing:
+            raise UserError(f"{self.name} is missing {'; '.join(missing)} and downloads are off (--offline or "
+                            "CROSSGATE_OFFLINE=1); put them there or point --data-root at a folder that has them")
+
+    def ensure_images(self) -> None:
+        """Download the images on first use (the split file alone is enough to list and sample them)."""
+        if self.download:
+            ensure_files(self.name, self.root, "images", self.progress)
+        self._require("images")
 
     @property
     def identity(self) -> str:
@@ -87,7 +107,7 @@ def _register(spec: CoopSpec):
             from ..settings import Settings
 
             settings = Settings()
-        return CoopDataset(spec, settings.data_root)
+        return CoopDataset(spec, settings.data_root, download=not settings.offline, progress=settings.progress)
 
     return factory
 

@@ -1,0 +1,173 @@
+"""Downloads on first use: resumable, checksummed, atomic, and archives extracted without path traversal.
+
+What to fetch for each dataset is data (data/downloads.json). A file is downloaded to `<path>.part`
+(resumed with an HTTP Range request when a previous attempt left one), verified, then renamed into
+place; an archive is extracted into a temporary folder beside its target and moved in only when complete.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path, PurePosixPath
+
+from tqdm.auto import tqdm
+
+from ..errors import UserError
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Remote:
+    url: str
+    path: str  # under the data root
+    md5: str | None = None
+    sha256: str | None = None  # neither: the publisher gives no checksum; the reader validates the content
+    extract_to: str | None = None  # an archive: extract into this folder under the data root
+    provides: str | None = None  # what must exist under the data root once done (default: path)
+    role: str = "split"  # "split": needed to open the dataset; "images": needed to compute features
+
+    def target(self, root: Path) -> Path:
+        return root / (self.provides or self.path)
+
+
+def _table() -> dict:
+    return json.loads(resources.files("crossgate").joinpath("data/downloads.json").read_text())
+
+
+def remotes(dataset: str) -> tuple[list[Remote], list[Remote]]:
+    """(required files, published few-shot index files) of a dataset; empty when it has none listed."""
+    entry = _table().get(dataset, {"files": [], "indices": {}})
+    indices = [Remote(url=v["url"], path=f"indices/{dataset}/{name}", sha256=v["sha256"])
+               for name, v in entry["indices"].items()]
+    return [Remote(**f) for f in entry["files"]], indices
+
+
+def _digest(path: Path, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify(path: Path, remote: Remote) -> bool:
+    if remote.sha256:
+        return _digest(path, "sha256") == remote.sha256
+    if remote.md5:
+        return _digest(path, "md5") == remote.md5
+    return True
+
+
+def download(remote: Remote, dest: Path, progress: bool = True) -> Path:
+    """Fetch `remote.url` to `dest`, resuming `dest.part`; a checksum mismatch deletes the part file."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(remote.url, headers={"User-Agent": "crossgate"})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=60)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and have:  # the part file is already complete
+            response = None
+        else:
+            raise _unreachable(remote, dest, f"HTTP {err.code}") from None
+    except (urllib.error.URLError, OSError) as err:
+        raise _unreachable(remote, dest, str(getattr(err, "reason", err))) from None
+    if response is not None:
+        with response:
+            resumed = have and response.status == 206
+            total = response.length + (have if resumed else 0) if response.length is not None else None
+            with open(part, "ab" if resumed else "wb") as f, \
+                    tqdm(total=total, initial=have if resumed else 0, unit="B", unit_scale=True,
+                         desc=dest.name, disable=not progress, dynamic_ncols=True) as bar:
+                try:
+                    while block := response.read(CHUNK):
+                        f.write(block)
+                        bar.update(len(block))
+                except OSError as err:
+                    raise UserError(f"download of {remote.url} broke off ({err}); run again to resume "
+                                    f"from {part}") from None
+    if not verify(part, remote):
+        part.unlink()
+        raise UserError(f"{remote.url} does not match its published checksum (deleted the download); run again, "
+                        f"or put a verified copy at {dest}")
+    part.replace(dest)
+    return dest
+
+
+def _unreachable(remote: Remote, dest: Path, reason: str) -> UserError:
+    return UserError(f"cannot download {remote.url} ({reason}); offline? put that file at {dest} yourself "
+                     "(or point --data-root / CROSSGATE_DATA at a folder that has it)")
+
+
+def safe_extract(archive: Path, into: Path) -> None:
+    """Extract a tar archive into `into`; members that would land outside it, links, devices and other
+    special files are refused before anything is written."""
+    into.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            for m in members:
+                name = PurePosixPath(m.name)
+                if name.is_absolute() or ".." in name.parts or not (m.isfile() or m.isdir()):
+                    raise UserError(f"{archive} has an unsafe member {m.name!r} (absolute path, '..', link or "
+                                    "special file); refusing to extract it. Delete the archive and download it again")
+            with tempfile.TemporaryDirectory(dir=into, prefix=".extract-") as tmp:
+                tar.extractall(tmp, members=members, filter="data")
+                _merge(Path(tmp), into)
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise UserError(f"{archive} is not a readable tar archive ({err}); delete it and download it again") from None
+
+
+def _merge(src: Path, dst: Path) -> None:
+    """Move the tree `src` into `dst`, keeping files of `dst` that `src` does not have (a split file put
+    there by hand survives the images archive being extracted over its folder)."""
+    for child in sorted(src.iterdir()):
+        target = dst / child.name
+        if child.is_dir() and target.is_dir():
+            _merge(child, target)
+        else:
+            if target.is_dir():
+                shutil.rmtree(target)
+            child.replace(target)
+
+
+def ensure_files(dataset: str, root: Path, role: str, progress: bool = True) -> None:
+    """Download and extract the `role` files of `dataset` under `root`, skipping what is already there."""
+    files, _ = remotes(dataset)
+    for remote in (r for r in files if r.role == role):
+        if remote.target(root).exists():
+            continue
+        dest = root / remote.path
+        if not (dest.is_file() and verify(dest, remote)):
+            download(remote, dest, progress)
+        if remote.extract_to is not None:
+            safe_extract(dest, root / remote.extract_to)
+            if not remote.target(root).exists():
+                raise UserError(f"{dest} did not contain {remote.provides}; delete it and download it again")
+            dest.unlink()  # extracted: the archive is no longer needed
+
+
+def ensure_indices(dataset: str, root: Path, progress: bool = True) -> list[str]:
+    """Fetch Lin et al.'s published few-shot index files; returns the problems (the sampler stands in)."""
+    _, indices = remotes(dataset)
+    problems = []
+    for remote in indices:
+        dest = root / remote.path
+        if dest.is_file():
+            continue
+        try:
+            download(remote, dest, progress=False)
+        except UserError as err:
+            problems.append(str(err))
+    return problems
