@@ -148,3 +148,9 @@ def test_explain_prints_selected_texts(capsys, tmp_path):
     err = run_error(capsys, "explain", "--backbone", "tiny-clip", "--images", "2001", "--gate-epochs", "1",
                     "--no-progress", "--cache-dir", str(tmp_path))
     assert "image 2001 is out of range: the test split has 2000 images" in err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_device_cuda_without_a_gpu_is_a_user_error(capsys):
+    assert "sees no CUDA GPU; use --device cpu" in run_error(capsys, "extract", "--backbone", "tiny-clip",
+                                                             "--device", "cuda")

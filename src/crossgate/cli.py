@@ -137,7 +137,7 @@ def _common() -> argparse.ArgumentParser:
     common.add_argument("--workers", type=int, default=0, help="DataLoader workers for image decoding")
     common.add_argument("--no-progress", action="store_true", help="hide progress bars")
     common.add_argument("--offline", action="store_true",
-                        help="never download datasets (also CROSSGATE_OFFLINE=1); missing files are named instead")
+                        help="never download datasets or weights (also CROSSGATE_OFFLINE=1); name missing files")
     common.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     return common
 
@@ -485,7 +485,8 @@ COMMANDS = {"backbones": cmd_list, "datasets": cmd_list, "methods": cmd_list, "e
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # bundled models only; never stall on a hub
+    if args.offline or os.environ.get("CROSSGATE_OFFLINE", "") not in ("", "0"):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # pretrained weights from local caches only
     _log_warnings()
     try:
         return COMMANDS[args.command](args, build_settings(args))

@@ -26,8 +26,13 @@ class Settings:
     # offline: never download datasets; say which files to put where instead
 
     def torch_device(self) -> str:
-        if self.device == "auto":
-            import torch
+        import torch
 
+        if self.device == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "cuda" and not torch.cuda.is_available():
+            from .errors import UserError
+
+            raise UserError(f"--device cuda, but this torch ({torch.__version__}) sees no CUDA GPU; "
+                            "use --device cpu or auto, or install a CUDA build of torch")
         return self.device

@@ -62,8 +62,19 @@ class OpenClipEncoder(Encoder):
         else:
             weights, tag = f"random-seed{seed}", None
             torch.manual_seed(seed)  # a random model must be the same model every time: it keys the cache
-        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=tag, device=device)
+        # half precision on GPU (CLIP was trained in it); fp32 on CPU, where fp16 is slow and inexact
+        precision = "fp16" if str(device).startswith("cuda") else "fp32"
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=tag, device=device,
+                                                                         precision=precision)
+        except (OSError, RuntimeError, ValueError) as err:
+            if not tag:
+                raise
+            raise UserError(f"cannot load the {arch}/{pretrained} weights ({str(err).splitlines()[0][:200]}); "
+                            "offline? run once with a network (open_clip caches them) or give a local checkpoint "
+                            f"file: openclip:{arch}//path/to/weights.safetensors") from None
         self.model = model.eval()
+        self.dtype = torch.float16 if precision == "fp16" else torch.float32
         self.tokenizer = open_clip.get_tokenizer(arch)
         self.preprocess = preprocess
         self.device = device
@@ -73,7 +84,7 @@ class OpenClipEncoder(Encoder):
                                                                      and model.text_projection is not None
                                                                      else model.visual.output_dim)
         pre = hashlib.sha256(repr(preprocess).encode()).hexdigest()[:8]
-        self._identity = f"openclip:{arch}/{weights};pre={pre}"
+        self._identity = f"openclip:{arch}/{weights};pre={pre}" + (";fp16" if precision == "fp16" else "")
 
     @property
     def identity(self) -> str:
@@ -81,7 +92,8 @@ class OpenClipEncoder(Encoder):
 
     @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor) -> np.ndarray:
-        return self.model.encode_image(pixels.to(self.device)).float().cpu().numpy()
+        pixels = pixels.to(self.device, dtype=self.dtype, non_blocking=True)
+        return self.model.encode_image(pixels).float().cpu().numpy()
 
     @torch.inference_mode()
     def encode_texts_both(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
