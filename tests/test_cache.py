@@ -127,3 +127,18 @@ def test_flip_view_is_the_mirrored_image_and_has_its_own_entry(tmp_path, tiny):
     assert y.tolist() == [0, 1, 0, 1]
     keys = [json.loads(p.read_text())["key"] for p in (tmp_path / "features" / "image").glob("*.json")]
     assert sorted(k["view"] for k in keys if k["dataset"].startswith("plain")) == ["center"] * 3 + ["flip"]
+
+
+def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path):
+    import os
+
+    from crossgate.storage import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        save_arrays(tmp_path / "e", {"x": np.zeros(2, np.float32)}, {})
+        atomic_write_text(tmp_path / "t.txt", "hi")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == {"e.safetensors": 0o644, "e.json": 0o644, "t.txt": 0o644}

@@ -26,10 +26,18 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def _umask_mode() -> int:
+    """The mode a plain open() would give a new file (mkstemp's 0600 would hide shared caches and models)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, _umask_mode())
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -57,6 +65,7 @@ def save_arrays(stem: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         checksum = sha256_file(Path(tmp))
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, tensor_path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -62,7 +62,9 @@ def load_efficientnet_lite0() -> torch.nn.Module:
 def load_minilm(device: str = "cpu"):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is local; never reach for a hub
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a local 90 MB file: its loading bar is noise on every command
     return SentenceTransformer(str(minilm_path()), device=device)
 
 
