@@ -19,6 +19,7 @@ from .methods.gate import GateConfig
 from .methods.probe import ProbeSearch
 from .model import jsonable
 from .results import append_row, read_rows, repair, run_key
+from .storage import ensure_writable_dir
 
 DEFAULT_SHOTS = (1, 2, 4, 8, 16)
 DEFAULT_SEEDS = (1, 2, 3)
@@ -126,8 +127,7 @@ def run_bench(config: BenchConfig, features: DatasetFeatures, backbone_identity:
     Rows are appended in grid order as they finish, so results.jsonl is the same for any --jobs.
     """
     methods = config.resolved_methods()
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_writable_dir(Path(config.out), "output folder", "--out")
     path = out / "results.jsonl"
     repair(path)
     existing = read_rows(path)

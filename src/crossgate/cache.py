@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,10 @@ from tqdm.auto import tqdm
 from . import __version__
 from .datasets.base import SPLITS, Dataset, Split
 from .encoders.base import Encoder
+from .errors import UserError
 from .storage import ensure_writable_dir, load_arrays, save_arrays
 
+log = logging.getLogger("crossgate")
 VIEWS = ("center", "flip")  # the encoder's center crop; the same of the horizontally mirrored image (Lin et al.)
 
 
@@ -27,6 +30,19 @@ VIEWS = ("center", "flip")  # the encoder's center crop; the same of the horizon
 class ImageFeatures:
     x: np.ndarray  # (N, D_img) float32
     labels: np.ndarray  # (N,) int64
+    kept: np.ndarray | None = None  # positions in the split of these rows when unreadable images were skipped
+
+    def rows(self, positions: np.ndarray, what: str) -> np.ndarray:
+        """Rows of the given split positions; a position whose image was skipped is a UserError."""
+        if self.kept is None:
+            return np.asarray(positions)
+        rows = np.searchsorted(self.kept, positions)
+        missing = [int(p) for p, r in zip(positions, rows, strict=True)
+                   if r >= len(self.kept) or self.kept[r] != p]
+        if missing:
+            raise UserError(f"{len(missing)} {what} images were skipped as unreadable (positions {missing[:10]}); "
+                            "fix those files or use --on-bad-image fail to see them")
+        return rows
 
 
 @dataclass(frozen=True)
@@ -58,11 +74,25 @@ class DatasetFeatures:
     val_paths: list[str] | None = None
 
     def few_shot(self, shots: int, seed: int):
-        """The published split when its index file exists, else crossgate's sampler."""
-        from .datasets.fewshot import choose_few_shot
+        """The published split when its index file exists, else crossgate's sampler; indices are rows of
+        train / val (they differ from split positions only when unreadable images were skipped)."""
+        from dataclasses import replace
 
-        return choose_few_shot(self.train.labels, self.val.labels, shots, seed, self.classnames, self.index_dir,
-                               self.train_paths, self.val_paths)
+        from .datasets.fewshot import choose_few_shot, few_shot_split
+
+        if self.train.kept is None and self.val.kept is None:
+            return choose_few_shot(self.train.labels, self.val.labels, shots, seed, self.classnames,
+                                   self.index_dir, self.train_paths, self.val_paths)
+        published = choose_few_shot(np.zeros(0, np.int64), np.zeros(0, np.int64), shots, seed, self.classnames,
+                                    self.index_dir, self.train_paths, self.val_paths) \
+            if self._has_index_file(shots, seed) else None
+        if published is None:
+            return few_shot_split(self.train.labels, self.val.labels, shots, seed, self.classnames)
+        return replace(published, train=self.train.rows(published.train, "published few-shot training"),
+                       val=self.val.rows(published.val, "published few-shot validation"))
+
+    def _has_index_file(self, shots, seed) -> bool:
+        return self.index_dir is not None and (Path(self.index_dir) / f"shot_{shots}-seed_{seed}.json").is_file()
 
     def split(self, name: str) -> ImageFeatures:
         return getattr(self, name)
@@ -87,7 +117,13 @@ def _versions() -> dict:
             "python": platform.python_version()}
 
 
+ON_BAD_IMAGE = ("fail", "skip")
+
+
 class _PixelDataset(torch.utils.data.Dataset):
+    """(position, pixels or None, error or None): an unreadable image is reported, not raised, so that one
+    pass can list every bad file."""
+
     def __init__(self, split: Split, preprocess, view: str):
         if view not in VIEWS:
             raise ValueError(f"unknown view {view!r}; available: {', '.join(VIEWS)}")
@@ -97,28 +133,64 @@ class _PixelDataset(torch.utils.data.Dataset):
         return len(self.split)
 
     def __getitem__(self, i):
-        image = self.split.load_image(i)
-        return self.preprocess(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if self.flip else image)
+        try:
+            image = self.split.load_image(i)
+        except UserError as err:
+            return i, None, str(err)
+        return i, self.preprocess(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if self.flip else image), None
+
+
+def _collate(items):
+    good = [(i, pixels) for i, pixels, _ in items if pixels is not None]
+    bad = [(i, error) for i, _, error in items if error is not None]
+    return [i for i, _ in good], torch.stack([p for _, p in good]) if good else None, bad
+
+
+@dataclass
+class BadImages:
+    positions: list[int]
+    names: list[str]
 
 
 def encode_split(encoder: Encoder, split: Split, batch_size: int = 64, workers: int = 0,
-                 progress: bool = True, desc: str = "", view: str = "center") -> np.ndarray:
+                 progress: bool = True, desc: str = "", view: str = "center",
+                 on_bad_image: str = "fail") -> tuple[np.ndarray, BadImages]:
+    """Features of every image of `split` (rows of unreadable images are zero). With on_bad_image="fail"
+    unreadable images are a UserError listing every one; with "skip" they are returned for the caller."""
+    if on_bad_image not in ON_BAD_IMAGE:
+        raise UserError(f"--on-bad-image must be one of {', '.join(ON_BAD_IMAGE)}, got {on_bad_image!r}")
     loader = torch.utils.data.DataLoader(_PixelDataset(split, encoder.preprocess, view), batch_size=batch_size,
-                                         num_workers=workers, pin_memory=encoder.device.startswith("cuda"))
+                                         num_workers=workers, pin_memory=encoder.device.startswith("cuda"),
+                                         collate_fn=_collate)
     out = np.zeros((len(split), encoder.image_dim), dtype=np.float32)
-    done = 0
+    bad: list[tuple[int, str]] = []
     with tqdm(total=len(split), desc=desc, unit="img", disable=not progress, dynamic_ncols=True) as bar:
-        for pixels in loader:
-            out[done:done + len(pixels)] = encoder.encode_images(pixels)
-            done += len(pixels)
-            bar.update(len(pixels))
-    return out
+        for positions, pixels, errors in loader:
+            if pixels is not None:
+                out[positions] = encoder.encode_images(pixels)
+            bad += errors
+            bar.update(len(positions) + len(errors))
+    names = [split.paths[i] if split.paths else f"#{i}" for i, _ in bad]
+    if bad and on_bad_image == "fail":
+        raise UnreadableImages(names, bad[0][1])
+    return out, BadImages([i for i, _ in bad], names)
+
+
+class UnreadableImages(UserError):
+    """Every unreadable image of one or more splits; the message lists them all."""
+
+    def __init__(self, names: list[str], first_error: str):
+        self.names, self.first_error = names, first_error
+        super().__init__(f"{len(names)} unreadable image(s): {', '.join(names)} (first: {first_error}); fix or "
+                         "remove them, or pass --on-bad-image skip to leave them out")
 
 
 class FeatureCache:
-    def __init__(self, root: Path, batch_size: int = 64, workers: int = 0, progress: bool = True):
+    def __init__(self, root: Path, batch_size: int = 64, workers: int = 0, progress: bool = True,
+                 on_bad_image: str = "fail"):
         self.root = Path(root).expanduser()
         self.batch_size, self.workers, self.progress = batch_size, workers, progress
+        self.on_bad_image = on_bad_image  # "fail": list unreadable images and stop; "skip": leave them out
 
     def _stem(self, kind: str, fields: dict) -> Path:
         key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
@@ -132,12 +204,24 @@ class FeatureCache:
         if hit is None:
             ensure_writable_dir(self.root, "cache directory", "--cache-dir or CROSSGATE_CACHE")
             dataset.ensure_images()
-            x = encode_split(encoder, items, self.batch_size, self.workers, self.progress,
-                             desc=f"{dataset.name}/{split}" + ("/flip" if view == "flip" else ""), view=view)
-            save_arrays(stem, {"x": x, "labels": items.labels}, {"kind": "image", "key": fields,
-                                                                 "versions": _versions()})
-            return ImageFeatures(x=x, labels=items.labels)
-        return ImageFeatures(x=hit[0]["x"], labels=hit[0]["labels"])
+            desc = f"{dataset.name} {split}" + (" (flipped)" if view == "flip" else "")
+            x, bad = encode_split(encoder, items, self.batch_size, self.workers, self.progress, desc, view,
+                                  self.on_bad_image)
+            arrays = {"x": x, "labels": items.labels}
+            if bad.positions:
+                kept = np.setdiff1d(np.arange(len(items)), bad.positions)
+                arrays = {"x": x[kept], "labels": items.labels[kept], "kept": kept}
+                log.warning("skipped %d unreadable image(s) in %s: %s", len(bad.positions), desc,
+                            ", ".join(bad.names))
+            save_arrays(stem, arrays, {"kind": "image", "key": fields, "versions": _versions(),
+                                       "skipped": bad.names})
+            hit = (arrays, {"skipped": bad.names})
+        arrays, manifest = hit
+        if manifest.get("skipped") and self.on_bad_image == "fail":
+            raise UserError(f"{len(manifest['skipped'])} image(s) of {dataset.name}/{split} were skipped as "
+                            f"unreadable by an earlier run: {', '.join(manifest['skipped'])}; fix them and clear "
+                            "the cache, or pass --on-bad-image skip")
+        return ImageFeatures(x=arrays["x"], labels=arrays["labels"], kept=arrays.get("kept"))
 
     def text_features(self, encoder: Encoder, dataset: Dataset) -> TextFeatures:
         texts, labels = dataset.prompts()
@@ -155,7 +239,14 @@ class FeatureCache:
 
     def features(self, encoder: Encoder, dataset: Dataset, flip: bool = False) -> DatasetFeatures:
         """Every split's center view, the class texts, and with flip=True the mirrored training images."""
-        splits = {s: self.image_features(encoder, dataset, s) for s in SPLITS}
+        splits, names, first = {}, [], ""
+        for s in SPLITS:  # every split is read before failing, so that the error lists every bad file
+            try:
+                splits[s] = self.image_features(encoder, dataset, s)
+            except UnreadableImages as err:
+                names, first = names + err.names, first or err.first_error
+        if names:
+            raise UnreadableImages(names, first)
         train_flip = self.image_features(encoder, dataset, "train", view="flip") if flip else None
         return DatasetFeatures(**splits, train_flip=train_flip, text=self.text_features(encoder, dataset),
                                classnames=list(dataset.classnames), index_dir=dataset.index_dir,

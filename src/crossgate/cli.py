@@ -28,6 +28,10 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    return 0 if text.strip() == "0" else positive_int(text)
+
+
 def int_list(text: str) -> tuple[int, ...]:
     """'1,4,16' -> (1, 4, 16); every item a positive integer, no duplicates."""
     items = [t.strip() for t in text.split(",") if t.strip()]
@@ -134,10 +138,13 @@ def _common() -> argparse.ArgumentParser:
     common.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where encoders run (default: auto)")
     common.add_argument("--batch-size", type=positive_int, default=64, help="images per encoder batch")
-    common.add_argument("--workers", type=int, default=0, help="DataLoader workers for image decoding")
+    common.add_argument("--workers", type=non_negative_int, default=0,
+                        help="DataLoader worker processes decoding images (default: 0, in the main process)")
     common.add_argument("--no-progress", action="store_true", help="hide progress bars")
     common.add_argument("--offline", action="store_true",
                         help="never download datasets or weights (also CROSSGATE_OFFLINE=1); name missing files")
+    common.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail",
+                        help="unreadable images: fail listing every one (default), or skip them and say how many")
     common.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     return common
 
@@ -243,7 +250,8 @@ def build_settings(args):
 
     return Settings(cache_dir=(args.cache_dir or default_cache_dir()).expanduser(),
                     data_root=(args.data_root or default_data_root()).expanduser(), device=args.device,
-                    batch_size=args.batch_size, workers=max(0, args.workers), progress=not args.no_progress,
+                    batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress,
+                    on_bad_image=args.on_bad_image,
                     **({"offline": True} if args.offline else {}))
 
 
@@ -255,7 +263,8 @@ def _load(args, settings):
 
     dataset = load_dataset(args.dataset, settings, templates=getattr(args, "templates", None))
     encoder = create_encoder(args.backbone, cache_dir=settings.cache_dir, device=settings.torch_device())
-    cache = FeatureCache(settings.cache_dir, settings.batch_size, settings.workers, settings.progress)
+    cache = FeatureCache(settings.cache_dir, settings.batch_size, settings.workers, settings.progress,
+                         settings.on_bad_image)
     return encoder, dataset, cache.features(encoder, dataset, flip=getattr(args, "flip", False))
 
 
@@ -362,8 +371,9 @@ def cmd_predict(args, settings) -> int:
     import numpy as np
 
     from .cache import encode_split
-    from .datasets.base import Split, open_rgb
+    from .datasets.base import Split
     from .encoders import create_encoder
+    from .images import open_rgb
     from .model import load_model
 
     model = load_model(args.model)
@@ -374,8 +384,13 @@ def cmd_predict(args, settings) -> int:
     items = Split(labels=np.zeros(len(files), dtype=np.int64),
                   load_image=lambda i: open_rgb(files[i], "it was given on the command line"),
                   paths=[str(f) for f in files])
-    x = encode_split(encoder, items, settings.batch_size, settings.workers,
-                     settings.progress and len(files) > settings.batch_size, desc="images")
+    x, bad = encode_split(encoder, items, settings.batch_size, settings.workers,
+                          settings.progress and len(files) > settings.batch_size, "the given images",
+                          on_bad_image=settings.on_bad_image)
+    if bad.positions:
+        print(f"crossgate: skipped {len(bad.positions)} unreadable image(s): {', '.join(bad.names)}", file=sys.stderr)
+        keep = np.setdiff1d(np.arange(len(files)), bad.positions)
+        x, files = x[keep], [files[i] for i in keep]
     clf = model.classifier
     proba = clf.predict_proba(x)
     explain = clf.explain(x) if hasattr(clf, "explain") else None
@@ -469,9 +484,20 @@ def cmd_report(args, settings) -> int:
 def _log_warnings() -> None:
     import logging
 
+    class StderrHandler(logging.StreamHandler):
+        """Writes to whatever sys.stderr is at the time (tests and tqdm swap it)."""
+
+        @property
+        def stream(self):
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, value):
+            pass
+
     log = logging.getLogger("crossgate")
     if not log.handlers:
-        handler = logging.StreamHandler()
+        handler = StderrHandler()
         handler.setFormatter(logging.Formatter("crossgate: %(levelname)s: %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.WARNING)

@@ -65,6 +65,10 @@ def load_model(path: Path) -> SavedModel:
     if not (stem.with_name(STEM + ".json").is_file() and stem.with_name(STEM + ".safetensors").is_file()):
         raise UserError(f"{path} is not a crossgate model (expected {STEM}.json and {STEM}.safetensors in it); "
                         "create one with `crossgate train`")
+    try:
+        json.loads(stem.with_name(STEM + ".json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{path}: {STEM}.json is not valid JSON; copy the model again or retrain it") from None
     entry = load_arrays(stem)
     if entry is None:
         raise UserError(f"model {path} is damaged: its weights do not match the checksum in {STEM}.json; "

@@ -5,6 +5,7 @@ import json
 import os
 from pathlib import Path
 
+from .errors import UserError
 from .storage import atomic_write_text
 
 RUN_KEY = ("dataset", "backbone", "method", "shots", "seed")
@@ -40,7 +41,12 @@ def repair(path: Path) -> None:
 
 
 def append_row(path: Path, row: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """One line, flushed to disk; a write cut short (full disk, kill -9) is dropped by the next repair()."""
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        raise UserError(f"cannot append to {path} ({err.strerror or err}); free some space and run again: "
+                        "finished runs are kept") from None

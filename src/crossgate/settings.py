@@ -22,6 +22,7 @@ class Settings:
     batch_size: int = 64  # images per encoder forward
     workers: int = 0  # DataLoader workers for decoding and preprocessing
     progress: bool = True  # tqdm bars on stderr
+    on_bad_image: str = "fail"  # unreadable images: "fail" listing them all, or "skip" them
     offline: bool = field(default_factory=lambda: os.environ.get("CROSSGATE_OFFLINE", "") not in ("", "0"))
     # offline: never download datasets; say which files to put where instead
 

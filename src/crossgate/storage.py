@@ -35,8 +35,11 @@ def _umask_mode() -> int:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise _write_error(path, err) from None
     os.chmod(tmp, _umask_mode())
     try:
         with os.fdopen(fd, "wb") as f:
@@ -44,9 +47,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise _write_error(path, err) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _write_error(path: Path, err: OSError) -> UserError:
+    return UserError(f"cannot write {path} ({err.strerror or err}); free some space or write elsewhere "
+                     "(--cache-dir, --out)")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -57,8 +68,11 @@ def save_arrays(stem: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     """Write `arrays` and `meta` as one entry at `stem` (no suffix)."""
     stem = Path(stem)
     tensor_path = stem.with_name(stem.name + ".safetensors")
-    tensor_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=tensor_path.parent, prefix=f".{tensor_path.name}.", suffix=".tmp")
+    try:
+        tensor_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=tensor_path.parent, prefix=f".{tensor_path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise _write_error(tensor_path, err) from None
     os.close(fd)
     try:
         save_file({k: np.asarray(v, order="C") for k, v in arrays.items()}, tmp)  # keeps 0-d arrays 0-d
@@ -67,6 +81,9 @@ def save_arrays(stem: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
         checksum = sha256_file(Path(tmp))
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, tensor_path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise _write_error(tensor_path, err) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UserError
+from ..images import open_rgb  # noqa: F401  (re-exported for the datasets on disk)
 from ..registry import Registry
 
 SPLITS = ("train", "val", "test")
@@ -78,17 +79,6 @@ class ArrayDataset(Dataset):
         images, labels = self._arrays[name]
         return Split(labels=labels.astype(np.int64),
                      load_image=lambda i: Image.fromarray(images[i]).convert("RGB"))
-
-
-def open_rgb(path: Path, missing_hint: str) -> Image.Image:
-    """An image file as RGB; a missing or unreadable file is a UserError naming it."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except FileNotFoundError:
-        raise UserError(f"missing image {path}; {missing_hint}") from None
-    except (OSError, SyntaxError) as err:
-        raise UserError(f"cannot read image {path} ({err}); fix or remove it") from None
 
 
 def digest_files(paths: list[Path]) -> str:

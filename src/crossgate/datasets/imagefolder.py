@@ -34,6 +34,9 @@ class ImageFolderDataset(Dataset):
     def __init__(self, root: Path, templates: list[str] | None = None):
         self.root = Path(root).expanduser()
         self.name = f"{PREFIX}{self.root}"
+        if self.root.is_file():
+            raise UserError(f"{self.root} is a file; imagefolder:PATH takes a folder with one sub-folder of images "
+                            "per class")
         if not self.root.is_dir():
             raise UserError(f"image folder {self.root} does not exist; give imagefolder:PATH with one "
                             "sub-folder of images per class")
@@ -80,6 +83,10 @@ class ImageFolderDataset(Dataset):
                 if folder in names and name.strip():
                     names[folder] = name.strip()
         result = [names[f] for f in folders]
+        empty = [f for f in folders if not names[f].strip()]
+        if empty:
+            raise UserError(f"class folder {empty[0]!r} in {self.root} gives an empty class name; rename it or "
+                            "name it in classnames.txt (lines '<folder> <name>')")
         duplicates = sorted({n for n in result if result.count(n) > 1})
         if duplicates:
             raise UserError(f"duplicate class names {', '.join(duplicates)} in {self.root}; rename the folders "

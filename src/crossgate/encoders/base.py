@@ -8,11 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..images import to_rgb  # noqa: F401  (re-exported for the encoders)
 from ..registry import Registry
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 class Encoder(ABC):

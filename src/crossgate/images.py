@@ -1,0 +1,40 @@
+"""Image files to RGB: every mode PIL reads (grayscale, palette, CMYK, alpha, 16-bit) becomes 8-bit RGB;
+a missing, empty, truncated or undecodable file is a UserError that names it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import UserError
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB. Transparency is composited onto white (what a viewer shows), not dropped to black;
+    16-/32-bit and float images are scaled to their value range rather than clipped at 255."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        lo, hi = float(values.min()), float(values.max())
+        scaled = np.zeros_like(values) if hi <= lo else (values - lo) / (hi - lo) * 255.0
+        return Image.fromarray(np.round(scaled).astype(np.uint8), "L").convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def open_rgb(path: Path, missing_hint: str) -> Image.Image:
+    """An image file as RGB; a missing or unreadable file is a UserError naming it."""
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now: a truncated file fails here, not later in a worker
+            return to_rgb(img)
+    except FileNotFoundError:
+        raise UserError(f"missing image {path}; {missing_hint}") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        reason = "empty file" if Path(path).is_file() and Path(path).stat().st_size == 0 else err
+        raise UserError(f"cannot read image {path} ({reason}); fix or remove it") from None
