@@ -13,17 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-from tqdm.auto import tqdm
 
 from . import __version__
-from .datasets.base import SPLITS, Dataset, Split
+from .datasets.base import SPLITS, Dataset
 from .encoders.base import Encoder
 from .errors import UserError
+from .extraction import ON_BAD_IMAGE, Chunks, UnreadableImages, encode_chunks, entry_lock, merge_chunks
 from .storage import ensure_writable_dir, load_arrays, save_arrays
 
 log = logging.getLogger("crossgate")
-VIEWS = ("center", "flip")  # the encoder's center crop; the same of the horizontally mirrored image (Lin et al.)
 
 
 @dataclass(frozen=True)
@@ -117,78 +115,11 @@ def _versions() -> dict:
             "python": platform.python_version()}
 
 
-ON_BAD_IMAGE = ("fail", "skip")
-
-
-class _PixelDataset(torch.utils.data.Dataset):
-    """(position, pixels or None, error or None): an unreadable image is reported, not raised, so that one
-    pass can list every bad file."""
-
-    def __init__(self, split: Split, preprocess, view: str):
-        if view not in VIEWS:
-            raise ValueError(f"unknown view {view!r}; available: {', '.join(VIEWS)}")
-        self.split, self.preprocess, self.flip = split, preprocess, view == "flip"
-
-    def __len__(self):
-        return len(self.split)
-
-    def __getitem__(self, i):
-        try:
-            image = self.split.load_image(i)
-        except UserError as err:
-            return i, None, str(err)
-        return i, self.preprocess(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if self.flip else image), None
-
-
-def _collate(items):
-    good = [(i, pixels) for i, pixels, _ in items if pixels is not None]
-    bad = [(i, error) for i, _, error in items if error is not None]
-    return [i for i, _ in good], torch.stack([p for _, p in good]) if good else None, bad
-
-
-@dataclass
-class BadImages:
-    positions: list[int]
-    names: list[str]
-
-
-def encode_split(encoder: Encoder, split: Split, batch_size: int = 64, workers: int = 0,
-                 progress: bool = True, desc: str = "", view: str = "center",
-                 on_bad_image: str = "fail") -> tuple[np.ndarray, BadImages]:
-    """Features of every image of `split` (rows of unreadable images are zero). With on_bad_image="fail"
-    unreadable images are a UserError listing every one; with "skip" they are returned for the caller."""
-    if on_bad_image not in ON_BAD_IMAGE:
-        raise UserError(f"--on-bad-image must be one of {', '.join(ON_BAD_IMAGE)}, got {on_bad_image!r}")
-    loader = torch.utils.data.DataLoader(_PixelDataset(split, encoder.preprocess, view), batch_size=batch_size,
-                                         num_workers=workers, pin_memory=encoder.device.startswith("cuda"),
-                                         collate_fn=_collate)
-    out = np.zeros((len(split), encoder.image_dim), dtype=np.float32)
-    bad: list[tuple[int, str]] = []
-    with tqdm(total=len(split), desc=desc, unit="img", disable=not progress, dynamic_ncols=True) as bar:
-        for positions, pixels, errors in loader:
-            if pixels is not None:
-                out[positions] = encoder.encode_images(pixels)
-            bad += errors
-            bar.update(len(positions) + len(errors))
-    names = [split.paths[i] if split.paths else f"#{i}" for i, _ in bad]
-    if bad and on_bad_image == "fail":
-        raise UnreadableImages(names, bad[0][1])
-    return out, BadImages([i for i, _ in bad], names)
-
-
-class UnreadableImages(UserError):
-    """Every unreadable image of one or more splits; the message lists them all."""
-
-    def __init__(self, names: list[str], first_error: str):
-        self.names, self.first_error = names, first_error
-        super().__init__(f"{len(names)} unreadable image(s): {', '.join(names)} (first: {first_error}); fix or "
-                         "remove them, or pass --on-bad-image skip to leave them out")
-
-
 class FeatureCache:
     def __init__(self, root: Path, batch_size: int = 64, workers: int = 0, progress: bool = True,
-                 on_bad_image: str = "fail"):
+                 on_bad_image: str = "fail", chunk_images: int = 2048):
         self.root = Path(root).expanduser()
+        self.chunk_images = chunk_images  # images per resumable chunk: the most work a crash can lose
         self.batch_size, self.workers, self.progress = batch_size, workers, progress
         self.on_bad_image = on_bad_image  # "fail": list unreadable images and stop; "skip": leave them out
 
@@ -196,31 +127,52 @@ class FeatureCache:
         key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
         return self.root / "features" / kind / key
 
-    def image_features(self, encoder: Encoder, dataset: Dataset, split: str, view: str = "center") -> ImageFeatures:
+    def ensure_image_features(self, encoder: Encoder, dataset: Dataset, split: str, view: str = "center",
+                              rank: int = 0, world: int = 1, barrier=None) -> Path:
+        """Compute the entry unless it exists (resuming from finished chunks); returns its stem. With
+        world > 1, this process encodes every world-th chunk and rank 0 merges after `barrier()`."""
+        if self.on_bad_image not in ON_BAD_IMAGE:
+            raise UserError(f"--on-bad-image must be one of {', '.join(ON_BAD_IMAGE)}, got {self.on_bad_image!r}")
         fields = {"encoder": encoder.identity, "dataset": dataset.identity, "split": split, "view": view}
         stem = self._stem("image", fields)
-        hit = load_arrays(stem)
+        if (stem.with_name(stem.name + ".json")).is_file() and load_arrays(stem) is not None:
+            return stem
+        ensure_writable_dir(self.root, "cache directory", "--cache-dir or CROSSGATE_CACHE")
         items = dataset.split(split)
-        if hit is None:
-            ensure_writable_dir(self.root, "cache directory", "--cache-dir or CROSSGATE_CACHE")
+        chunks = Chunks.of(stem, len(items), self.batch_size, self.chunk_images)
+        desc = f"{dataset.name} {split}" + (" (flipped)" if view == "flip" else "")
+        meta = {"kind": "image", "key": fields, "versions": _versions()}
+        if world > 1:  # ranks share the chunks; no lock (rank 0 alone writes the entry)
             dataset.ensure_images()
-            desc = f"{dataset.name} {split}" + (" (flipped)" if view == "flip" else "")
-            x, bad = encode_split(encoder, items, self.batch_size, self.workers, self.progress, desc, view,
-                                  self.on_bad_image)
-            arrays = {"x": x, "labels": items.labels}
-            if bad.positions:
-                kept = np.setdiff1d(np.arange(len(items)), bad.positions)
-                arrays = {"x": x[kept], "labels": items.labels[kept], "kept": kept}
-                log.warning("skipped %d unreadable image(s) in %s: %s", len(bad.positions), desc,
-                            ", ".join(bad.names))
-            save_arrays(stem, arrays, {"kind": "image", "key": fields, "versions": _versions(),
-                                       "skipped": bad.names})
-            hit = (arrays, {"skipped": bad.names})
+            encode_chunks(encoder, items, chunks, chunks.starts()[rank::world], self.batch_size, self.workers,
+                          self.progress and rank == 0, f"{desc} [rank {rank}/{world}]", view)
+            barrier()
+            if rank == 0:
+                merge_chunks(chunks, items.labels, encoder.image_dim, meta, self.on_bad_image)
+            barrier()
+            return stem
+        with entry_lock(stem):
+            if load_arrays(stem) is None:  # another process may have finished it while we waited
+                dataset.ensure_images()
+                encode_chunks(encoder, items, chunks, chunks.starts(), self.batch_size, self.workers,
+                              self.progress, desc, view)
+                merge_chunks(chunks, items.labels, encoder.image_dim, meta, self.on_bad_image)
+        return stem
+
+    def image_features(self, encoder: Encoder, dataset: Dataset, split: str, view: str = "center") -> ImageFeatures:
+        stem = self.ensure_image_features(encoder, dataset, split, view)
+        hit = load_arrays(stem)
+        if hit is None:
+            raise UserError(f"cache entry {stem} changed while it was read; run again")
         arrays, manifest = hit
-        if manifest.get("skipped") and self.on_bad_image == "fail":
-            raise UserError(f"{len(manifest['skipped'])} image(s) of {dataset.name}/{split} were skipped as "
-                            f"unreadable by an earlier run: {', '.join(manifest['skipped'])}; fix them and clear "
-                            "the cache, or pass --on-bad-image skip")
+        skipped = manifest.get("skipped")
+        if skipped and self.on_bad_image == "fail":
+            raise UserError(f"{len(skipped)} image(s) of {dataset.name} {split} were skipped as unreadable by an "
+                            f"earlier run: {', '.join(skipped)}; fix them and clear the cache, or pass "
+                            "--on-bad-image skip")
+        if skipped:
+            log.warning("skipped %d unreadable image(s) of %s %s: %s", len(skipped), dataset.name, split,
+                        ", ".join(skipped))
         return ImageFeatures(x=arrays["x"], labels=arrays["labels"], kept=arrays.get("kept"))
 
     def text_features(self, encoder: Encoder, dataset: Dataset) -> TextFeatures:

@@ -264,7 +264,7 @@ def _load(args, settings):
     dataset = load_dataset(args.dataset, settings, templates=getattr(args, "templates", None))
     encoder = create_encoder(args.backbone, cache_dir=settings.cache_dir, device=settings.torch_device())
     cache = FeatureCache(settings.cache_dir, settings.batch_size, settings.workers, settings.progress,
-                         settings.on_bad_image)
+                         settings.on_bad_image, settings.chunk_images)
     return encoder, dataset, cache.features(encoder, dataset, flip=getattr(args, "flip", False))
 
 
@@ -370,9 +370,9 @@ def cmd_predict(args, settings) -> int:
 
     import numpy as np
 
-    from .cache import encode_split
     from .datasets.base import Split
     from .encoders import create_encoder
+    from .extraction import encode_batches
     from .images import open_rgb
     from .model import load_model
 
@@ -384,13 +384,21 @@ def cmd_predict(args, settings) -> int:
     items = Split(labels=np.zeros(len(files), dtype=np.int64),
                   load_image=lambda i: open_rgb(files[i], "it was given on the command line"),
                   paths=[str(f) for f in files])
-    x, bad = encode_split(encoder, items, settings.batch_size, settings.workers,
-                          settings.progress and len(files) > settings.batch_size, "the given images",
-                          on_bad_image=settings.on_bad_image)
-    if bad.positions:
-        print(f"crossgate: skipped {len(bad.positions)} unreadable image(s): {', '.join(bad.names)}", file=sys.stderr)
-        keep = np.setdiff1d(np.arange(len(files)), bad.positions)
-        x, files = x[keep], [files[i] for i in keep]
+    good, feats, bad = [], [], []
+    for positions, x, errors in encode_batches(encoder, items, list(range(len(files))), settings.batch_size,
+                                               settings.workers):
+        good += positions
+        feats += [x] if x is not None else []
+        bad += errors
+    if bad and settings.on_bad_image == "fail":
+        raise UserError(f"{len(bad)} unreadable image(s): {', '.join(str(files[i]) for i, _ in bad)} (first: "
+                        f"{bad[0][1]}); fix or remove them, or pass --on-bad-image skip")
+    if bad:
+        print(f"crossgate: skipped {len(bad)} unreadable image(s): {', '.join(str(files[i]) for i, _ in bad)}",
+              file=sys.stderr)
+    if not good:
+        raise UserError("none of the given images could be read")
+    x, files = np.concatenate(feats), [files[i] for i in good]
     clf = model.classifier
     proba = clf.predict_proba(x)
     explain = clf.explain(x) if hasattr(clf, "explain") else None

@@ -23,6 +23,8 @@ class Settings:
     workers: int = 0  # DataLoader workers for decoding and preprocessing
     progress: bool = True  # tqdm bars on stderr
     on_bad_image: str = "fail"  # unreadable images: "fail" listing them all, or "skip" them
+    chunk_images: int = field(default_factory=lambda: int(os.environ.get("CROSSGATE_CHUNK_IMAGES") or 2048))
+    # images per resumable extraction chunk (rounded to whole batches): the most work a crash can lose
     offline: bool = field(default_factory=lambda: os.environ.get("CROSSGATE_OFFLINE", "") not in ("", "0"))
     # offline: never download datasets; say which files to put where instead
 

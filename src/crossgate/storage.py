@@ -93,6 +93,64 @@ def save_arrays(stem: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     atomic_write_text(stem.with_name(stem.name + ".json"), json.dumps(manifest, indent=2, sort_keys=True))
 
 
+_SAFETENSORS_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.int64): "I64"}
+
+
+def save_streamed(stem: Path, name: str, parts, shape: tuple[int, int], small: dict[str, np.ndarray],
+                  meta: dict) -> None:
+    """Like save_arrays, for one large float32 tensor given as row blocks (`parts`, an iterable of
+    (rows, shape[1]) arrays) and a few small arrays: written to disk as they come, never held whole."""
+    stem = Path(stem)
+    tensor_path = stem.with_name(stem.name + ".safetensors")
+    specs, offset = {}, 0
+    for key, dtype, dims in [(name, np.dtype(np.float32), list(shape))] + \
+            [(k, v.dtype, list(v.shape)) for k, v in small.items()]:
+        size = int(np.prod(dims)) * dtype.itemsize
+        specs[key] = {"dtype": _SAFETENSORS_DTYPES[dtype], "shape": dims, "data_offsets": [offset, offset + size]}
+        offset += size
+    header = json.dumps(specs, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    try:
+        tensor_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=tensor_path.parent, prefix=f".{tensor_path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise _write_error(tensor_path, err) from None
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as f:
+            def write(data: bytes):
+                f.write(data)
+                digest.update(data)
+
+            write(len(header).to_bytes(8, "little") + header)
+            rows = 0
+            for block in parts:
+                block = np.asarray(block, dtype=np.float32, order="C")
+                if block.ndim != 2 or block.shape[1] != shape[1]:
+                    raise ValueError(f"block of shape {block.shape} does not fit {shape}")
+                rows += len(block)
+                write(block.tobytes())
+            if rows != shape[0]:
+                raise ValueError(f"got {rows} rows, expected {shape[0]}")
+            for value in small.values():
+                write(np.asarray(value, order="C").tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _umask_mode())
+        os.replace(tmp, tensor_path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise _write_error(tensor_path, err) from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    manifest = dict(meta)
+    manifest["sha256"] = digest.hexdigest()
+    manifest["tensors"] = {k: {"shape": v["shape"], "dtype": str(np.dtype(np.float32) if k == name
+                                                                  else small[k].dtype)} for k, v in specs.items()}
+    atomic_write_text(stem.with_name(stem.name + ".json"), json.dumps(manifest, indent=2, sort_keys=True))
+
+
 def load_arrays(stem: Path) -> tuple[dict[str, np.ndarray], dict] | None:
     """The entry at `stem`, or None when it is absent, incomplete or fails its checksum."""
     stem = Path(stem)

@@ -1,0 +1,176 @@
+"""Image features of one split, computed in chunks that survive a crash and merge into one cache entry.
+
+A split is cut into chunks of whole encoder batches. Each finished chunk is written atomically to
+`<entry>.partial-<chunk>/`; a rerun after kill -9 encodes only the missing chunks. Because every chunk
+starts on a batch boundary, the batches (and so the floats) are those of an uninterrupted run. The merge
+streams the chunks into the final entry (safetensors + manifest), so memory does not grow with the
+number of images. Chunks can also be shared out among processes (torchrun ranks), each encoding its own.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .datasets.base import Split
+from .encoders.base import Encoder
+from .errors import UserError
+from .storage import load_arrays, save_arrays, save_streamed
+
+VIEWS = ("center", "flip")  # the encoder's center crop; the same of the horizontally mirrored image (Lin et al.)
+ON_BAD_IMAGE = ("fail", "skip")
+
+
+class UnreadableImages(UserError):
+    """Every unreadable image of one or more splits; the message lists them all."""
+
+    def __init__(self, names: list[str], first_error: str):
+        self.names, self.first_error = names, first_error
+        super().__init__(f"{len(names)} unreadable image(s): {', '.join(names)} (first: {first_error}); fix or "
+                         "remove them, or pass --on-bad-image skip to leave them out")
+
+
+class _PixelDataset(torch.utils.data.Dataset):
+    """(position, pixels or None, error or None): an unreadable image is reported, not raised, so that one
+    pass can list every bad file."""
+
+    def __init__(self, split: Split, positions: list[int], preprocess, view: str):
+        if view not in VIEWS:
+            raise ValueError(f"unknown view {view!r}; available: {', '.join(VIEWS)}")
+        self.split, self.positions, self.preprocess, self.flip = split, positions, preprocess, view == "flip"
+
+    def __len__(self):
+        return len(self.positions)
+
+    def __getitem__(self, j):
+        i = self.positions[j]
+        try:
+            image = self.split.load_image(i)
+        except UserError as err:
+            return i, None, str(err)
+        return i, self.preprocess(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if self.flip else image), None
+
+
+def _collate(items):
+    good = [(i, pixels) for i, pixels, _ in items if pixels is not None]
+    bad = [(i, error) for i, _, error in items if error is not None]
+    return [i for i, _ in good], torch.stack([p for _, p in good]) if good else None, bad
+
+
+def encode_batches(encoder: Encoder, split: Split, positions: list[int], batch_size: int, workers: int,
+                   view: str = "center") -> Iterator[tuple[list[int], np.ndarray | None, list[tuple[int, str]]]]:
+    """(good positions, their features, [(bad position, error)]) per batch of `positions`, in order."""
+    loader = torch.utils.data.DataLoader(_PixelDataset(split, positions, encoder.preprocess, view),
+                                         batch_size=batch_size, num_workers=workers, collate_fn=_collate,
+                                         pin_memory=encoder.device.startswith("cuda"))
+    for good, pixels, bad in loader:
+        yield good, encoder.encode_images(pixels) if pixels is not None else None, bad
+
+
+@dataclass(frozen=True)
+class Chunks:
+    """Where the chunks of one cache entry go, and which positions each covers."""
+
+    stem: Path  # the final entry
+    n: int  # images in the split
+    size: int  # images per chunk, a multiple of the batch size
+
+    @classmethod
+    def of(cls, stem: Path, n: int, batch_size: int, chunk_images: int = 2048) -> Chunks:
+        """Chunks of about `chunk_images` images, rounded to whole batches."""
+        return cls(Path(stem), n, batch_size * max(1, chunk_images // batch_size))
+
+    @property
+    def folder(self) -> Path:
+        return self.stem.with_name(f"{self.stem.name}.partial-{self.size}")
+
+    def starts(self) -> list[int]:
+        return list(range(0, self.n, self.size))
+
+    def path(self, start: int) -> Path:
+        return self.folder / f"chunk-{start:010d}"
+
+    def done(self, start: int) -> bool:
+        return load_arrays(self.path(start)) is not None
+
+
+def encode_chunks(encoder: Encoder, split: Split, chunks: Chunks, starts: list[int], batch_size: int,
+                  workers: int, progress: bool, desc: str, view: str) -> None:
+    """Encode the chunks at `starts` that are not on disk yet; each is written when complete."""
+    todo = [s for s in starts if not chunks.done(s)]
+    positions = [i for s in todo for i in range(s, min(s + chunks.size, chunks.n))]
+    total = sum(min(s + chunks.size, chunks.n) - s for s in starts)
+    pending: dict[int, dict] = {}
+    with tqdm(total=total, initial=total - len(positions), desc=desc, unit="img", disable=not progress,
+              dynamic_ncols=True) as bar:
+        for good, feats, bad in encode_batches(encoder, split, positions, batch_size, workers, view):
+            for row, i in enumerate(good):
+                part = pending.setdefault(i - i % chunks.size, {"rows": {}, "bad": {}})
+                part["rows"][i] = feats[row]
+            for i, error in bad:
+                pending.setdefault(i - i % chunks.size, {"rows": {}, "bad": {}})["bad"][i] = error
+            for start in sorted(pending):
+                part, length = pending[start], min(start + chunks.size, chunks.n) - start
+                if len(part["rows"]) + len(part["bad"]) == length:
+                    _write_chunk(chunks, start, part, split, encoder.image_dim)
+                    del pending[start]
+            bar.update(len(good) + len(bad))
+
+
+def _write_chunk(chunks: Chunks, start: int, part: dict, split: Split, dim: int) -> None:
+    kept = sorted(part["rows"])
+    x = np.stack([part["rows"][i] for i in kept]) if kept else np.zeros((0, dim), np.float32)
+    bad = [[i, split.paths[i] if split.paths else f"#{i}", part["bad"][i]] for i in sorted(part["bad"])]
+    save_arrays(chunks.path(start), {"x": x.astype(np.float32), "positions": np.asarray(kept, dtype=np.int64)},
+                {"bad": bad})
+
+
+def merge_chunks(chunks: Chunks, labels: np.ndarray, dim: int, meta: dict, on_bad_image: str) -> None:
+    """Stream every chunk, in order, into the final entry; then remove the chunks."""
+    bad, n_good = [], 0
+    for start in chunks.starts():  # counts from the manifests; the arrays are verified as they stream
+        manifest = json.loads(chunks.path(start).with_suffix(".json").read_text())
+        bad += manifest["bad"]
+        n_good += manifest["tensors"]["positions"]["shape"][0]
+    if bad and on_bad_image == "fail":
+        raise UnreadableImages([name for _, name, _ in bad], bad[0][2])
+
+    def blocks():
+        for start in chunks.starts():
+            entry = load_arrays(chunks.path(start))
+            if entry is None:
+                raise RuntimeError(f"chunk {chunks.path(start)} changed on disk during the merge")
+            yield entry[0]["x"]
+
+    small = {"labels": labels.astype(np.int64)}
+    if bad:
+        kept = np.concatenate([load_arrays(chunks.path(s))[0]["positions"] for s in chunks.starts()])
+        small = {"labels": labels[kept].astype(np.int64), "kept": kept}
+    save_streamed(chunks.stem, "x", blocks(), (n_good, dim), small, {**meta, "skipped": [n for _, n, _ in bad]})
+    for folder in chunks.stem.parent.glob(f"{chunks.stem.name}.partial-*"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def entry_lock(stem: Path):
+    """An exclusive lock on one cache entry: a second process computing the same entry waits, then finds
+    it done. The lock file holds no data, so a lock left by a killed process is released by the kernel."""
+    path = Path(stem).with_name(Path(stem).name + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
