@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from . import __version__
 from .cache import DatasetFeatures
 from .errors import UserError
@@ -23,7 +25,7 @@ from .storage import ensure_writable_dir
 
 DEFAULT_SHOTS = (1, 2, 4, 8, 16)
 DEFAULT_SEEDS = (1, 2, 3)
-SETUP_DEFAULTS = {"train_views": ["center"], "templates": None}  # what rows written before these fields meant
+SETUP_DEFAULTS = {"train_views": ["center"], "templates": None, "corrupt_seed": 0}  # what rows written before these fields meant
 
 
 @dataclass
@@ -38,6 +40,7 @@ class BenchConfig:
     probe: ProbeSearch = field(default_factory=ProbeSearch)  # Lin et al.'s search for linear / crossmodal
     jobs: int = 1  # worker processes; each fits whole (shots, seed) draws single-threaded
     setup: dict = field(default_factory=dict)  # what else shapes the rows (views, templates); must match to resume
+    corruptions: tuple = ()  # Corruption(name, severity): fitted heads also scored on corrupted test data
 
     def resolved_methods(self) -> list[str]:
         names = list(self.methods) or list_methods()
@@ -99,9 +102,33 @@ def fit_one(features: DatasetFeatures, method: str, shots: int, seed: int, gate:
     }
 
 
+def corruption_rows(clf: FewShotClassifier, features: DatasetFeatures, clean: dict, corruptions) -> list[dict]:
+    """One row per corruption: the fitted head scored on corrupted test images, or consulting corrupted
+    prompts; for gate methods also how often the top-1 selected text moved and how often it is of the
+    true class."""
+    test = features.test
+    clean_top1 = clf.explain(test.x)[0][:, 0] if hasattr(clf, "explain") else None
+    rows = []
+    for c in corruptions:
+        data = features.corrupted[c]
+        head, x = (clf, data.x) if c.kind == "image" else (clf.with_text(data), test.x)
+        row = {k: clean[k] for k in ("method", "shots", "seed", "n_train", "n_val", "n_test", "split_source",
+                                     "train_views", "hparams")}
+        row.update(corruption=c.name, severity=c.severity, acc_test=_pct(head.score(x, test.labels)),
+                   acc_clean=clean["acc_test"])
+        if clean_top1 is not None:
+            top1 = head.explain(x)[0][:, 0]
+            row["gate_top1_shift"] = _pct(float(np.mean(top1 != clean_top1)))
+            row["gate_top1_true_class"] = _pct(head.top1_true_class_rate(x, test.labels))
+        rows.append(row)
+    return rows
+
+
 def run_one(features: DatasetFeatures, method: str, shots: int, seed: int, gate: GateConfig | None = None,
-            probe: ProbeSearch | None = None) -> dict:
-    return fit_one(features, method, shots, seed, gate, probe)[1]
+            probe: ProbeSearch | None = None, corruptions: tuple = ()) -> list[dict]:
+    """The clean row, then one row per corruption."""
+    clf, row = fit_one(features, method, shots, seed, gate, probe)
+    return [row] + corruption_rows(clf, features, row, corruptions)
 
 
 _WORKER_FEATURES: DatasetFeatures | None = None
@@ -115,9 +142,8 @@ def _worker_init(features: DatasetFeatures) -> None:
     _WORKER_FEATURES = features
 
 
-def _worker_run(job: tuple) -> dict:
-    method, shots, seed, gate, probe = job
-    return run_one(_WORKER_FEATURES, method, shots, seed, gate, probe)
+def _worker_run(job: tuple) -> list[dict]:
+    return run_one(_WORKER_FEATURES, *job)
 
 
 def run_bench(config: BenchConfig, features: DatasetFeatures, backbone_identity: str,
@@ -140,20 +166,27 @@ def run_bench(config: BenchConfig, features: DatasetFeatures, backbone_identity:
     done = {run_key(r) for r in existing}
     commit = git_commit()
     grid = [(m, k, s) for k in config.shots for s in config.seeds for m in methods]
-    todo = [(m, k, s) for m, k, s in grid if (config.dataset, config.backbone, m, k, s) not in done]
+    variants = [(None, None)] + [(c.name, c.severity) for c in config.corruptions]
+
+    def keys(m, k, s):  # the rows one fit produces: clean, then one per corruption
+        return [(config.dataset, config.backbone, m, k, s, name, sev) for name, sev in variants]
+
+    todo = [(m, k, s) for m, k, s in grid if not set(keys(m, k, s)) <= done]
     if on_run:
         for m, k, s in grid:
             if (m, k, s) not in todo:
                 on_run(None, (config.dataset, config.backbone, m, k, s))
 
-    def record(job, result):
-        row = {"dataset": config.dataset, "backbone": config.backbone, "backbone_identity": backbone_identity,
-               **result, **config.setup, "crossgate_version": __version__, "git_commit": commit}
-        append_row(path, row)
+    def record(job, results):
+        for result in results:
+            row = {"dataset": config.dataset, "backbone": config.backbone, "backbone_identity": backbone_identity,
+                   **result, **config.setup, "crossgate_version": __version__, "git_commit": commit}
+            if run_key(row) not in done:  # a corruption added to a finished run: only the new rows
+                append_row(path, row)
         if on_run:
-            on_run(row, (config.dataset, config.backbone, *job))
+            on_run(results[0], (config.dataset, config.backbone, *job))
 
-    jobs = [(m, k, s, config.gate, config.probe) for m, k, s in todo]
+    jobs = [(m, k, s, config.gate, config.probe, config.corruptions) for m, k, s in todo]
     if config.jobs > 1 and len(jobs) > 1:
         import multiprocessing as mp
 
@@ -173,5 +206,5 @@ def run_bench(config: BenchConfig, features: DatasetFeatures, backbone_identity:
                 record(job[:3], run_one(features, *job))
         finally:
             torch.set_num_threads(previous)
-    wanted = {(config.dataset, config.backbone, m, k, s) for m, k, s in grid}
+    wanted = {key for m, k, s in grid for key in keys(m, k, s)}
     return [r for r in read_rows(path) if run_key(r) in wanted]

@@ -8,13 +8,14 @@ import hashlib
 import json
 import logging
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import __version__
+from .corruptions import Corruption, corrupt_prompts
 from .datasets.base import SPLITS, Dataset
 from .encoders.base import Encoder
 from .errors import UserError
@@ -70,6 +71,7 @@ class DatasetFeatures:
     index_dir: Path | None = None  # published few-shot index files, if the dataset has them
     train_paths: list[str] | None = None  # image paths of the train split, to check index files against
     val_paths: list[str] | None = None
+    corrupted: dict = field(default_factory=dict)  # Corruption -> corrupted test ImageFeatures or TextFeatures
 
     def few_shot(self, shots: int, seed: int):
         """The published split when its index file exists, else crossgate's sampler; indices are rows of
@@ -175,8 +177,12 @@ class FeatureCache:
                         ", ".join(skipped))
         return ImageFeatures(x=arrays["x"], labels=arrays["labels"], kept=arrays.get("kept"))
 
-    def text_features(self, encoder: Encoder, dataset: Dataset) -> TextFeatures:
+    def text_features(self, encoder: Encoder, dataset: Dataset, corruption: Corruption | None = None,
+                      seed: int = 0) -> TextFeatures:
+        """The prompt pool, encoded; with a text corruption, the corrupted pool (deterministic per seed)."""
         texts, labels = dataset.prompts()
+        if corruption is not None:
+            texts, labels = corrupt_prompts(texts, labels, dataset.templates, corruption, seed)
         fields = {"encoder": encoder.identity, "texts": texts}
         stem = self._stem("text", fields)
         hit = load_arrays(stem)
@@ -188,6 +194,11 @@ class FeatureCache:
         else:
             aligned, native = hit[0]["x"], hit[0]["native"]
         return TextFeatures(x=aligned, native=native, labels=labels, texts=texts)
+
+    def corrupted_features(self, encoder: Encoder, dataset: Dataset, corruptions, seed: int = 0) -> dict:
+        """Corruption -> the corrupted test images' features, or the corrupted prompts' features."""
+        return {c: self.image_features(encoder, dataset, "test", view=c.view(seed)) if c.kind == "image"
+                else self.text_features(encoder, dataset, c, seed) for c in corruptions}
 
     def features(self, encoder: Encoder, dataset: Dataset, flip: bool = False) -> DatasetFeatures:
         """Every split's center view, the class texts, and with flip=True the mirrored training images."""

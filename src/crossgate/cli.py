@@ -28,6 +28,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def corruption_specs(text: str):
+    from .corruptions import parse_specs
+    from .errors import UserError
+
+    try:
+        return parse_specs(text)
+    except UserError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def non_negative_int(text: str) -> int:
     return 0 if text.strip() == "0" else positive_int(text)
 
@@ -151,6 +161,7 @@ def _common() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     from .bench import DEFAULT_SEEDS, DEFAULT_SHOTS
+    from .corruptions import ALL as CORRUPTIONS
 
     common = _common()
     parser = _Parser(prog="crossgate", description="Few-shot image classification on frozen vision-language "
@@ -185,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--probe-patience", type=patience_value, default=None,
                        help="stop a search setting after this many validations without improvement "
                             "(default: none, Lin et al.; faster, but may change the choice)")
+        p.add_argument("--corrupt", type=corruption_specs, default=(), metavar="SPEC[,SPEC...]",
+                       help="also score the fitted heads on corrupted test data: NAME[:S or S1-S2] with severity "
+                            f"1-5 (default 3), NAME one of {', '.join(CORRUPTIONS)} or all")
+        p.add_argument("--corrupt-seed", type=non_negative_int, default=0,
+                       help="seed of the corruptions (default: 0; the same corrupted data for every run)")
         add_template_flag(p)
         add_gate_flags(p)
 
@@ -300,25 +316,36 @@ def cmd_extract(args, settings) -> int:
 
 
 def cmd_bench(args, settings) -> int:
+    from dataclasses import replace
+
     from tqdm.auto import tqdm
 
     from .bench import BenchConfig, run_bench
+    from .cache import FeatureCache
     from .methods.probe import ProbeSearch
-    from .report import markdown_table, summarize, write_reports
+    from .report import markdown_table, robustness_markdown, summarize, write_reports
 
     config = BenchConfig(dataset=args.dataset, backbone=args.backbone, shots=args.shots, seeds=args.seeds,
                          methods=args.methods, out=args.out, gate=gate_config_from(args), jobs=args.jobs,
                          setup={"train_views": ["center", "flip"] if args.flip else ["center"],
-                                "templates": args.templates},
+                                "templates": args.templates, "corrupt_seed": args.corrupt_seed},
+                         corruptions=args.corrupt,
                          probe=ProbeSearch(iterations=args.probe_iterations, patience=args.probe_patience))
     n_runs = len(config.resolved_methods()) * len(config.shots) * len(config.seeds)  # validates names early
     encoder, dataset, feats = _load(args, settings)
+    if config.corruptions:
+        cache = FeatureCache(settings.cache_dir, settings.batch_size, settings.workers, settings.progress,
+                             settings.on_bad_image, settings.chunk_images)
+        feats = replace(feats, corrupted=cache.corrupted_features(encoder, dataset, config.corruptions,
+                                                                  args.corrupt_seed))
     with tqdm(total=n_runs, desc="fits", unit="run", disable=not settings.progress, dynamic_ncols=True) as bar:
         rows = run_bench(config, feats, encoder.identity, on_run=lambda row, key: bar.update(1))
     written = write_reports(config.out)
     for (ds, bb), by_method in summarize(rows).items():
         print(f"\n{ds} · {bb} · test accuracy (%), mean ± std over seeds {','.join(map(str, config.seeds))}\n")
         print(markdown_table(by_method))
+    if config.corruptions:
+        print("\n" + robustness_markdown(rows))
     print(f"\nwrote {config.out / 'results.jsonl'}, " + ", ".join(p.name for p in written))
     return 0
 

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from . import corruptions
 from .datasets.base import Split
 from .encoders.base import Encoder
 from .errors import UserError
@@ -45,9 +46,8 @@ class _PixelDataset(torch.utils.data.Dataset):
     pass can list every bad file."""
 
     def __init__(self, split: Split, positions: list[int], preprocess, view: str):
-        if view not in VIEWS:
-            raise ValueError(f"unknown view {view!r}; available: {', '.join(VIEWS)}")
-        self.split, self.positions, self.preprocess, self.flip = split, positions, preprocess, view == "flip"
+        self.split, self.positions, self.preprocess = split, positions, preprocess
+        self.transform = view_transform(view)
 
     def __len__(self):
         return len(self.positions)
@@ -58,7 +58,18 @@ class _PixelDataset(torch.utils.data.Dataset):
             image = self.split.load_image(i)
         except UserError as err:
             return i, None, str(err)
-        return i, self.preprocess(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if self.flip else image), None
+        return i, self.preprocess(self.transform(image, i)), None
+
+
+def view_transform(view: str):
+    """f(image, position) for a view: "center" (as is), "flip" (mirrored), "corrupt:<name>:<severity>:<seed>"."""
+    if view == "center":
+        return lambda image, position: image
+    if view == "flip":
+        return lambda image, position: image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if view.startswith("corrupt:"):
+        return corruptions.view_transform(view)
+    raise ValueError(f"unknown view {view!r}; available: {', '.join(VIEWS)} or corrupt:<name>:<severity>:<seed>")
 
 
 def _collate(items):

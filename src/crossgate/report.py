@@ -22,7 +22,8 @@ def summarize(rows: list[dict], metric: str = "acc_test") -> dict[tuple, dict[st
     """{(dataset, backbone): {method: {shots: (mean, std, n_seeds)}}}, methods in first-seen order."""
     values: dict[tuple, dict[str, dict[int, list]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for r in rows:
-        values[(r["dataset"], r["backbone"])][r["method"]][int(r["shots"])].append(r[metric])
+        if r.get("corruption") is None:  # the clean test set; corrupted rows are in the robustness tables
+            values[(r["dataset"], r["backbone"])][r["method"]][int(r["shots"])].append(r[metric])
     return {group: {m: {k: (*mean_std(v), len(v)) for k, v in sorted(by_shots.items())}
                     for m, by_shots in methods.items()}
             for group, methods in values.items()}
@@ -38,6 +39,44 @@ def markdown_table(by_method: dict[str, dict[int, tuple]]) -> str:
     return "\n".join(lines)
 
 
+def condition(row: dict) -> str:
+    return "clean" if row.get("corruption") is None else f"{row['corruption']}:{row['severity']}"
+
+
+def summarize_robustness(rows: list[dict], metric: str = "acc_test") -> dict[tuple, dict[str, dict[str, tuple]]]:
+    """{(dataset, backbone, shots): {method: {condition: (mean, std, n_seeds)}}} for groups with corrupted
+    rows; conditions "clean", then "<corruption>:<severity>" in first-seen order."""
+    corrupted = {(r["dataset"], r["backbone"], int(r["shots"])) for r in rows if r.get("corruption") is not None}
+    values: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for r in rows:
+        group = (r["dataset"], r["backbone"], int(r["shots"]))
+        if group in corrupted and metric in r:
+            values[group][r["method"]][condition(r)].append(r[metric])
+    return {g: {m: {c: mean_std(v) + (len(v),) for c, v in sorted(per.items(), key=lambda kv: kv[0] != "clean")}
+                for m, per in methods.items()} for g, methods in sorted(values.items())}
+
+
+def robustness_markdown(rows: list[dict]) -> str:
+    """Per (dataset, backbone, shots): test accuracy of every method under every corruption; for gate
+    methods also how often the top-1 selected text moved (percent of test images)."""
+    parts = []
+    for metric, title in (("acc_test", "test accuracy (%)"),
+                          ("gate_top1_shift", "gate: test images whose top-1 selected text changed (%)")):
+        for (dataset, backbone, shots), by_method in summarize_robustness(rows, metric).items():
+            conditions = list(dict.fromkeys(c for per in by_method.values() for c in per))
+            if metric == "gate_top1_shift":
+                conditions = [c for c in conditions if c != "clean"]
+            if not conditions:
+                continue
+            parts += [f"### Robustness · {dataset} · {backbone} · {shots}-shot · {title}, mean over seeds", "",
+                      "| method | " + " | ".join(conditions) + " |", "|---|" + "---:|" * len(conditions)]
+            for method, per in by_method.items():
+                parts.append(f"| {method} | " + " | ".join(f"{per[c][0]:.1f}" if c in per else ""
+                                                           for c in conditions) + " |")
+            parts.append("")
+    return "\n".join(parts)
+
+
 def summary_markdown(rows: list[dict]) -> str:
     parts = ["# crossgate results", "",
              "Test accuracy (%), mean ± sample std over seeds; hyperparameters chosen on the few-shot "
@@ -46,6 +85,11 @@ def summary_markdown(rows: list[dict]) -> str:
         seeds = sorted({r["seed"] for r in rows if r["dataset"] == dataset and r["backbone"] == backbone})
         parts += [f"## {dataset} · {backbone} · seeds {', '.join(map(str, seeds))}", "",
                   markdown_table(by_method), ""]
+    robustness = robustness_markdown(rows)
+    if robustness:
+        parts += ["## Robustness", "", "Fitted heads scored on corrupted test images, or consulting corrupted "
+                  "prompts (methods that read no text at prediction keep their clean accuracy there).", "",
+                  robustness]
     return "\n".join(parts)
 
 

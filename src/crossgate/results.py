@@ -12,7 +12,8 @@ RUN_KEY = ("dataset", "backbone", "method", "shots", "seed")
 
 
 def run_key(row: dict) -> tuple:
-    return tuple(row[k] for k in RUN_KEY)
+    """What a row is a result of; corruption and severity are None for the clean test set."""
+    return tuple(row[k] for k in RUN_KEY) + (row.get("corruption"), row.get("severity"))
 
 
 def read_rows(path: Path) -> list[dict]:

@@ -85,6 +85,11 @@ class FewShotClassifier:
         y = check_labels(y, len(np.asarray(x)))
         return float(np.mean(self.predict(x) == y)) if len(y) else float("nan")
 
+    def with_text(self, text: TextFeatures) -> FewShotClassifier:
+        """This fitted classifier consulting `text` instead of its prompts at prediction time (the
+        robustness benchmark's noisy prompts). Methods whose predictions read no text return themselves."""
+        return self
+
     # --- fitted state as arrays + JSON values, for saving without pickle (see crossgate.model) ---
 
     def _module_spec(self, name: str, module: torch.nn.Module) -> dict:

@@ -11,6 +11,7 @@ a learned temperature, and k / d_proj chosen on the few-shot validation split.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -100,6 +101,15 @@ class _GateBase(FewShotClassifier):
     def _store_text(self, text):
         self.texts_ = list(text.texts)
         self.text_labels_ = text.labels.astype(np.int64)
+
+    def _text_space(self) -> str:
+        return (self.gate_config or GateConfig()).text_space
+
+    def with_text(self, text):
+        other = copy.copy(self)
+        other._store_text(text)
+        other.pool_ = torch.from_numpy(unit_rows(text.x if self._text_space() == "image" else text.native))
+        return other
 
     @staticmethod
     def _gate_spec(gate: DynamicGate) -> dict:
@@ -237,16 +247,21 @@ class _JointModel(nn.Module):
         return logits, out
 
 
-def _center(data: _Data) -> tuple[_Data, torch.Tensor]:
+def _centered_class_text(text_x: torch.Tensor, labels: torch.Tensor, txt_mean: torch.Tensor, n_classes: int):
+    """Unit class means of the centered, renormalised class texts (texts labelled -1 belong to no class)."""
+    text_x = F.normalize(text_x - txt_mean, dim=1)
+    own = labels >= 0
+    return text_x, F.normalize(class_text_proj(text_x[own], labels[own], n_classes), dim=1)
+
+
+def _center(data: _Data) -> tuple[_Data, dict[str, torch.Tensor]]:
     """Remove the common direction of each modality, estimated on training data only."""
-    img_mean, txt_mean = data.x.mean(0), data.text_x.mean(0)
-    pool_mean = data.pool.mean(0)
+    means = {"img": data.x.mean(0), "txt": data.text_x.mean(0), "pool": data.pool.mean(0)}
     norm = F.normalize
-    text_x = norm(data.text_x - txt_mean, dim=1)
-    class_init = norm(class_text_proj(text_x, data.pool_labels, len(data.class_init)), dim=1)
-    return (replace(data, x=norm(data.x - img_mean, dim=1), pool=norm(data.pool - pool_mean, dim=1),
+    text_x, class_init = _centered_class_text(data.text_x, data.pool_labels, means["txt"], len(data.class_init))
+    return (replace(data, x=norm(data.x - means["img"], dim=1), pool=norm(data.pool - means["pool"], dim=1),
                     text_x=text_x, class_init=class_init,
-                    xv=norm(data.xv - img_mean, dim=1) if data.xv is not None else None), img_mean)
+                    xv=norm(data.xv - means["img"], dim=1) if data.xv is not None else None), means)
 
 
 @METHODS.register("gate-joint")
@@ -264,8 +279,10 @@ class GateJoint(_GateBase):
         cfg, gcfg = self.config or JointConfig(), self.gate_config or GateConfig()
         data = _prepare(x, y, text, val, gcfg.text_space)
         self.img_mean_ = torch.zeros(data.x.shape[1])
+        self.txt_mean_, self.pool_mean_ = torch.zeros(data.text_x.shape[1]), torch.zeros(data.pool.shape[1])
         if cfg.center:
-            data, self.img_mean_ = _center(data)
+            data, means = _center(data)
+            self.img_mean_, self.txt_mean_, self.pool_mean_ = means["img"], means["txt"], means["pool"]
         probe = LogisticProbe(l2_grid=cfg.l2_grid).fit(data.x.numpy(), data.y.numpy(), val=(
             (data.xv.numpy(), data.yv.numpy()) if data.xv is not None else None))
         # LogisticProbe normalises rows again; ours are unit-norm already, so its solution applies as is
@@ -326,6 +343,17 @@ class GateJoint(_GateBase):
         gate = self._new_gate(spec["gate"])
         d_img = spec["gate"]["d_img"]
         return _JointModel(gate, torch.zeros(spec["n_classes"], d_img + 1), torch.zeros(spec["n_classes"], d_img))
+
+    def with_text(self, text):
+        other = super().with_text(text)
+        raw_pool = other.pool_
+        other.pool_ = F.normalize(raw_pool - self.pool_mean_, dim=1)
+        other.model_ = copy.deepcopy(self.model_)
+        labels = torch.from_numpy(text.labels.astype(np.int64))
+        _, class_text = _centered_class_text(torch.from_numpy(unit_rows(text.x)), labels, self.txt_mean_,
+                                             self.n_classes_)
+        other.model_.class_text = class_text
+        return other
 
     def _inputs(self, x: np.ndarray) -> torch.Tensor:
         return F.normalize(torch.from_numpy(unit_rows(x)) - self.img_mean_, dim=1)

@@ -7,6 +7,7 @@ the few-shot validation split; Tip-Adapter-F also fine-tunes the keys, choosing 
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,6 +75,11 @@ class TipAdapter(FewShotClassifier):
             self.beta_, self.alpha_, _ = search_beta_alpha(xv, yv, self.keys_, self.values_, self.text_, search)
         self.chosen_.update(beta=self.beta_, alpha=self.alpha_)
         return self
+
+    def with_text(self, text):
+        other = copy.copy(self)
+        other.text_ = torch.from_numpy(text.class_means().astype(np.float32))
+        return other
 
     def _fine_tune_keys(self, xt, yt, xv, yv) -> tuple[torch.Tensor, int]:
         """Keys trained with cross-entropy on the few-shot images (full batch, AdamW, cosine schedule) at the

@@ -1,6 +1,8 @@
 """Zero-shot: classify by cosine similarity to each class's mean template text feature."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from .base import METHODS, FewShotClassifier, unit_rows
@@ -21,6 +23,11 @@ class ZeroShot(FewShotClassifier):
         self.class_weights_ = text.class_means().astype(np.float32)
         self.chosen_ = {}
         return self
+
+    def with_text(self, text):
+        other = copy.copy(self)
+        other.class_weights_ = text.class_means().astype(np.float32)
+        return other
 
     def _logits(self, x):
         return self.logit_scale * unit_rows(x) @ self.class_weights_.T
