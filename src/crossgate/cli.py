@@ -32,6 +32,8 @@ def corruption_specs(text: str):
     from .corruptions import parse_specs
     from .errors import UserError
 
+    if text.strip() == "none":
+        return ()
     try:
         return parse_specs(text)
     except UserError as err:
@@ -181,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default="lite")
     add_template_flag(p)
 
-    def add_bench_args(p, out_default):
+    def add_bench_args(p, out_default, corrupt_default=""):
         p.add_argument("--dataset", default="fashion-mnist", help="dataset name (default: fashion-mnist)")
         p.add_argument("--backbone", default="lite", help="backbone name (default: lite)")
         p.add_argument("--shots", type=int_list, default=DEFAULT_SHOTS, help="e.g. 1,4,16 (default: 1,2,4,8,16)")
@@ -196,9 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--probe-patience", type=patience_value, default=None,
                        help="stop a search setting after this many validations without improvement "
                             "(default: none, Lin et al.; faster, but may change the choice)")
-        p.add_argument("--corrupt", type=corruption_specs, default=(), metavar="SPEC[,SPEC...]",
+        p.add_argument("--corrupt", type=corruption_specs, metavar="SPEC[,SPEC...]",
+                       default=corruption_specs(corrupt_default) if corrupt_default else (),
                        help="also score the fitted heads on corrupted test data: NAME[:S or S1-S2] with severity "
-                            f"1-5 (default 3), NAME one of {', '.join(CORRUPTIONS)} or all")
+                            f"1-5 (default 3), NAME one of {', '.join(CORRUPTIONS)} or all; 'none' for none "
+                            f"(default: {corrupt_default or 'none'})")
         p.add_argument("--corrupt-seed", type=non_negative_int, default=0,
                        help="seed of the corruptions (default: 0; the same corrupted data for every run)")
         add_template_flag(p)
@@ -207,8 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_args(sub.add_parser("bench", parents=[common], help="few-shot benchmark: methods x shots x seeds"),
                    "crossgate-runs/bench")
     add_bench_args(sub.add_parser("demo", parents=[common],
-                                  help="the default benchmark: lite backbone, embedded Fashion-MNIST"),
-                   "crossgate-demo")
+                                  help="the default benchmark: lite backbone, embedded Fashion-MNIST, and "
+                                       "every corruption at severity 3"),
+                   "crossgate-demo", corrupt_default="all:3")
 
     p = sub.add_parser("train", parents=[common], help="fit one method on one few-shot draw and save it as a model")
     p.add_argument("--dataset", default="fashion-mnist", help="dataset name or imagefolder:PATH")
