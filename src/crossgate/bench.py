@@ -25,7 +25,8 @@ from .storage import ensure_writable_dir
 
 DEFAULT_SHOTS = (1, 2, 4, 8, 16)
 DEFAULT_SEEDS = (1, 2, 3)
-SETUP_DEFAULTS = {"train_views": ["center"], "templates": None, "corrupt_seed": 0}  # what rows written before these fields meant
+# what rows written before these fields existed meant
+SETUP_DEFAULTS = {"train_views": ["center"], "templates": None, "corrupt_seed": 0}
 
 
 @dataclass

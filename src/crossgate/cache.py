@@ -144,8 +144,10 @@ class FeatureCache:
         chunks = Chunks.of(stem, len(items), self.batch_size, self.chunk_images)
         desc = f"{dataset.name} {split}" + (" (flipped)" if view == "flip" else "")
         meta = {"kind": "image", "key": fields, "versions": _versions()}
-        if world > 1:  # ranks share the chunks; no lock (rank 0 alone writes the entry)
-            dataset.ensure_images()
+        if world > 1:  # ranks share the chunks; no lock (rank 0 alone downloads and writes the entry)
+            if rank == 0:
+                dataset.ensure_images()
+            barrier()
             encode_chunks(encoder, items, chunks, chunks.starts()[rank::world], self.batch_size, self.workers,
                           self.progress and rank == 0, f"{desc} [rank {rank}/{world}]", view)
             barrier()

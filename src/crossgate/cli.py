@@ -312,11 +312,31 @@ def cmd_list(args, settings) -> int:
 
 
 def cmd_extract(args, settings) -> int:
+    """Fill the cache without loading the features back (memory stays flat); under torchrun the ranks
+    share the chunks of every split and rank 0 writes the entries."""
+    from . import distributed
+    from .cache import FeatureCache
+    from .datasets import SPLITS, load_dataset
+    from .encoders import create_encoder
+
     start = time.perf_counter()
-    encoder, dataset, feats = _load(args, settings)
-    sizes = ", ".join(f"{s} {len(feats.split(s).labels)}" for s in ("train", "val", "test"))
-    print(f"features of {dataset.name} with {args.backbone} in {settings.cache_dir} "
-          f"({sizes} images; {len(feats.text.texts)} prompts; {time.perf_counter() - start:.1f} s)")
+    group = distributed.start(settings.torch_device())
+    try:
+        dataset = load_dataset(args.dataset, settings, templates=args.templates)
+        encoder = create_encoder(args.backbone, cache_dir=settings.cache_dir,
+                                 device=group.device(settings.torch_device()))
+        cache = FeatureCache(settings.cache_dir, settings.batch_size, settings.workers, settings.progress,
+                             settings.on_bad_image, settings.chunk_images)
+        views = [(s, "center") for s in SPLITS] + ([("train", "flip")] if args.flip else [])
+        for split, view in views:
+            cache.ensure_image_features(encoder, dataset, split, view, group.rank, group.world, group.barrier)
+        if group.rank == 0:
+            texts = cache.text_features(encoder, dataset)
+            sizes = ", ".join(f"{s} {len(dataset.split(s))}" for s in SPLITS)
+            print(f"features of {dataset.name} with {args.backbone} in {settings.cache_dir} ({sizes} images; "
+                  f"{len(texts.texts)} prompts; {group.world} process(es); {time.perf_counter() - start:.1f} s)")
+    finally:
+        distributed.stop(group)
     return 0
 
 
