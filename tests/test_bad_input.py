@@ -201,3 +201,17 @@ def test_output_folder_below_a_file(env, capsys):
 ])
 def test_more_bad_flags(capsys, argv, message):
     assert message in run_error(capsys, *argv)
+
+
+def test_large_jpegs_are_decoded_at_a_reduced_scale_small_ones_exactly(tmp_path):
+    from crossgate.images import DRAFT_MIN_SIDE, open_rgb
+
+    rng = np.random.default_rng(0)
+    for side, expected in ((2 * DRAFT_MIN_SIDE + 100, None), (600, 600)):
+        path = tmp_path / f"{side}.jpg"
+        Image.fromarray((rng.random((side, side + 50, 3)) * 255).astype(np.uint8)).save(path, quality=90)
+        image = open_rgb(path, "")
+        if expected is None:  # halved by DCT scaling, never below the minimum side
+            assert DRAFT_MIN_SIDE <= min(image.size) < side
+        else:
+            assert image.size == (side + 50, side)

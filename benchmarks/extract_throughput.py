@@ -1,0 +1,102 @@
+"""Feature-extraction throughput against the encoder's own limit; one JSON line on stdout.
+
+    python benchmarks/extract_throughput.py --backbone lite --n 512 [--batch-size 64] [--workers 1]
+
+forward_img_s: encoder.encode_images alone on already-preprocessed batches of the same size (the limit).
+pipeline_img_s: the whole cached extraction of the same images, as `crossgate extract` runs it: decode,
+preprocess, forward, resumable chunks written to disk and merged into a cache entry (in a temporary cache).
+ratio = pipeline_img_s / forward_img_s. Models are loaded and warmed up before either clock starts.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+
+class FirstImages:
+    """The first n test images of a dataset, as a dataset of their own (its own cache identity)."""
+
+    def __init__(self, dataset, n: int):
+        from crossgate.datasets.base import Split
+
+        test = dataset.split("test")
+        if n > len(test):
+            raise SystemExit(f"--n {n}: {dataset.name} has only {len(test)} test images")
+        self.name, self.classnames, self.templates = dataset.name, dataset.classnames, dataset.templates
+        self.identity = f"{dataset.identity}[test:{n}]"
+        self._split = Split(labels=test.labels[:n], load_image=test.load_image,
+                            paths=test.paths[:n] if test.paths else None)
+
+    def split(self, name):
+        return self._split
+
+    def ensure_images(self):
+        pass
+
+
+def main(argv=None) -> int:
+    from crossgate.cache import FeatureCache
+    from crossgate.datasets import load_dataset
+    from crossgate.encoders import create_encoder
+    from crossgate.settings import Settings
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backbone", default="lite")
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--n", type=int, default=512, help="images to extract (from the test split)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers of the pipeline")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--repeats", type=int, default=2, help="best of this many timings of each")
+    args = p.parse_args(argv)
+
+    settings = Settings(device=args.device)
+    device = settings.torch_device()
+    encoder = create_encoder(args.backbone, cache_dir=settings.cache_dir, device=device)
+    subset = FirstImages(load_dataset(args.dataset, settings), args.n)
+    items = subset.split("test")
+    batches = [torch.stack([encoder.preprocess(items.load_image(i)) for i in range(s, min(s + args.batch_size,
+                                                                                          args.n))])
+               for s in range(0, args.n, args.batch_size)]
+    encoder.encode_images(batches[0])  # load and warm up the model
+
+    def sync():
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    forward = []
+    for _ in range(args.repeats):
+        sync()
+        start = time.perf_counter()
+        for b in batches:
+            encoder.encode_images(b)
+        sync()
+        forward.append(args.n / (time.perf_counter() - start))
+
+    pipeline, features = [], None
+    for _ in range(args.repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            cache = FeatureCache(tmp, batch_size=args.batch_size, workers=args.workers, progress=False)
+            start = time.perf_counter()
+            cache.ensure_image_features(encoder, subset, "test")
+            sync()
+            pipeline.append(args.n / (time.perf_counter() - start))
+            features = cache.image_features(encoder, subset, "test").x
+    reference = np.concatenate([encoder.encode_images(b) for b in batches])
+    print(json.dumps({"backbone": args.backbone, "n_images": args.n, "pipeline_img_s": round(max(pipeline), 2),
+                      "forward_img_s": round(max(forward), 2), "ratio": round(max(pipeline) / max(forward), 3),
+                      "batch_size": args.batch_size, "workers": args.workers, "device": device,
+                      "torch_threads": torch.get_num_threads(), "features_match_forward":
+                      bool(np.allclose(features, reference, atol=1e-5)), "machine": platform.machine()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
