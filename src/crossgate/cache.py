@@ -138,6 +138,11 @@ class FeatureCache:
         fields = {"encoder": encoder.identity, "dataset": dataset.identity, "split": split, "view": view}
         stem = self._stem("image", fields)
         if (stem.with_name(stem.name + ".json")).is_file() and load_arrays(stem) is not None:
+            skipped = json.loads(stem.with_name(stem.name + ".json").read_text()).get("skipped")
+            if skipped and self.on_bad_image == "fail":
+                raise UserError(f"{len(skipped)} image(s) of {dataset.name} {split} were skipped as unreadable by "
+                                f"an earlier run: {', '.join(skipped)}; fix them and clear the cache, or pass "
+                                "--on-bad-image skip")
             return stem
         ensure_writable_dir(self.root, "cache directory", "--cache-dir or CROSSGATE_CACHE")
         items = dataset.split(split)
@@ -152,7 +157,7 @@ class FeatureCache:
                           self.progress and rank == 0, f"{desc} [rank {rank}/{world}]", view)
             barrier()
             if rank == 0:
-                merge_chunks(chunks, items.labels, encoder.image_dim, meta, self.on_bad_image)
+                merge_chunks(chunks, items.labels, encoder.image_dim, meta, self.on_bad_image, desc)
             barrier()
             return stem
         with entry_lock(stem):
@@ -160,7 +165,7 @@ class FeatureCache:
                 dataset.ensure_images()
                 encode_chunks(encoder, items, chunks, chunks.starts(), self.batch_size, self.workers,
                               self.progress, desc, view)
-                merge_chunks(chunks, items.labels, encoder.image_dim, meta, self.on_bad_image)
+                merge_chunks(chunks, items.labels, encoder.image_dim, meta, self.on_bad_image, desc)
         return stem
 
     def image_features(self, encoder: Encoder, dataset: Dataset, split: str, view: str = "center") -> ImageFeatures:
@@ -170,13 +175,9 @@ class FeatureCache:
             raise UserError(f"cache entry {stem} changed while it was read; run again")
         arrays, manifest = hit
         skipped = manifest.get("skipped")
-        if skipped and self.on_bad_image == "fail":
-            raise UserError(f"{len(skipped)} image(s) of {dataset.name} {split} were skipped as unreadable by an "
-                            f"earlier run: {', '.join(skipped)}; fix them and clear the cache, or pass "
-                            "--on-bad-image skip")
         if skipped:
-            log.warning("skipped %d unreadable image(s) of %s %s: %s", len(skipped), dataset.name, split,
-                        ", ".join(skipped))
+            log.warning("%d unreadable image(s) of %s %s are left out (--on-bad-image skip): %s", len(skipped),
+                        dataset.name, split, ", ".join(skipped))
         return ImageFeatures(x=arrays["x"], labels=arrays["labels"], kept=arrays.get("kept"))
 
     def text_features(self, encoder: Encoder, dataset: Dataset, corruption: Corruption | None = None,
@@ -202,16 +203,23 @@ class FeatureCache:
         return {c: self.image_features(encoder, dataset, "test", view=c.view(seed)) if c.kind == "image"
                 else self.text_features(encoder, dataset, c, seed) for c in corruptions}
 
-    def features(self, encoder: Encoder, dataset: Dataset, flip: bool = False) -> DatasetFeatures:
-        """Every split's center view, the class texts, and with flip=True the mirrored training images."""
-        splits, names, first = {}, [], ""
-        for s in SPLITS:  # every split is read before failing, so that the error lists every bad file
+    def ensure_features(self, encoder: Encoder, dataset: Dataset, flip: bool = False, rank: int = 0,
+                        world: int = 1, barrier=None) -> None:
+        """Compute every split's entries (and the flipped training view) that are missing. Every split is
+        read before failing, so that an error lists every unreadable file of the dataset."""
+        names, first = [], ""
+        for split, view in [(s, "center") for s in SPLITS] + ([("train", "flip")] if flip else []):
             try:
-                splits[s] = self.image_features(encoder, dataset, s)
+                self.ensure_image_features(encoder, dataset, split, view, rank, world, barrier)
             except UnreadableImages as err:
                 names, first = names + err.names, first or err.first_error
         if names:
             raise UnreadableImages(names, first)
+
+    def features(self, encoder: Encoder, dataset: Dataset, flip: bool = False) -> DatasetFeatures:
+        """Every split's center view, the class texts, and with flip=True the mirrored training images."""
+        self.ensure_features(encoder, dataset, flip)
+        splits = {s: self.image_features(encoder, dataset, s) for s in SPLITS}
         train_flip = self.image_features(encoder, dataset, "train", view="flip") if flip else None
         return DatasetFeatures(**splits, train_flip=train_flip, text=self.text_features(encoder, dataset),
                                classnames=list(dataset.classnames), index_dir=dataset.index_dir,

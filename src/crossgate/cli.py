@@ -327,9 +327,7 @@ def cmd_extract(args, settings) -> int:
                                  device=group.device(settings.torch_device()))
         cache = FeatureCache(settings.cache_dir, settings.batch_size, settings.workers, settings.progress,
                              settings.on_bad_image, settings.chunk_images)
-        views = [(s, "center") for s in SPLITS] + ([("train", "flip")] if args.flip else [])
-        for split, view in views:
-            cache.ensure_image_features(encoder, dataset, split, view, group.rank, group.world, group.barrier)
+        cache.ensure_features(encoder, dataset, args.flip, group.rank, group.world, group.barrier)
         if group.rank == 0:
             texts = cache.text_features(encoder, dataset)
             sizes = ", ".join(f"{s} {len(dataset.split(s))}" for s in SPLITS)

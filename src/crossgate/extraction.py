@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from .storage import load_arrays, save_arrays, save_streamed
 
 VIEWS = ("center", "flip")  # the encoder's center crop; the same of the horizontally mirrored image (Lin et al.)
 ON_BAD_IMAGE = ("fail", "skip")
+log = logging.getLogger("crossgate")
 
 
 class UnreadableImages(UserError):
@@ -146,7 +148,8 @@ def _write_chunk(chunks: Chunks, start: int, part: dict, split: Split, dim: int)
                 {"bad": bad})
 
 
-def merge_chunks(chunks: Chunks, labels: np.ndarray, dim: int, meta: dict, on_bad_image: str) -> None:
+def merge_chunks(chunks: Chunks, labels: np.ndarray, dim: int, meta: dict, on_bad_image: str,
+                 desc: str = "") -> None:
     """Stream every chunk, in order, into the final entry; then remove the chunks."""
     bad, n_good = [], 0
     for start in chunks.starts():  # counts from the manifests; the arrays are verified as they stream
@@ -165,6 +168,8 @@ def merge_chunks(chunks: Chunks, labels: np.ndarray, dim: int, meta: dict, on_ba
 
     small = {"labels": labels.astype(np.int64)}
     if bad:
+        log.warning("skipped %d unreadable image(s) in %s: %s", len(bad), desc or chunks.stem.name,
+                    ", ".join(name for _, name, _ in bad))
         kept = np.concatenate([load_arrays(chunks.path(s))[0]["positions"] for s in chunks.starts()])
         small = {"labels": labels[kept].astype(np.int64), "kept": kept}
     save_streamed(chunks.stem, "x", blocks(), (n_good, dim), small, {**meta, "skipped": [n for _, n, _ in bad]})

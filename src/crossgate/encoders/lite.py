@@ -137,7 +137,8 @@ class LiteEncoder(Encoder):
     # Loaded on first use, so that a run whose features are all cached loads no model.
     @cached_property
     def image_model(self) -> torch.nn.Module:
-        return load_efficientnet_lite0().to(self.device)
+        # channels_last: 1.8x faster on this project's reference CPU (benchmarks/extract_throughput.py)
+        return load_efficientnet_lite0().to(self.device, memory_format=torch.channels_last)
 
     @cached_property
     def text_model(self):
@@ -145,12 +146,15 @@ class LiteEncoder(Encoder):
 
     @property
     def identity(self) -> str:
-        return f"lite[{self._weights};map={MAP_VERSION};pre=bicubic{IMAGE_SIZE}-center-crop-mean0.5-std0.5]"
+        # channels_last convolutions round differently from contiguous ones: part of what makes the features
+        return (f"lite[{self._weights};map={MAP_VERSION};pre=bicubic{IMAGE_SIZE}-center-crop-mean0.5-std0.5;"
+                "channels_last]")
 
     @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor) -> np.ndarray:
         model = self.image_model
-        pooled = model.forward_head(model.forward_features(pixels.to(self.device)), pre_logits=True)
+        pixels = pixels.to(self.device, memory_format=torch.channels_last)
+        pooled = model.forward_head(model.forward_features(pixels), pre_logits=True)
         return pooled.float().cpu().numpy()
 
     def encode_native(self, texts: list[str]) -> np.ndarray:
