@@ -131,3 +131,31 @@ def test_missing_image_is_named(tmp_path):
     test = ds.split("test")
     with pytest.raises(UserError, match="missing image .*Bengal_test0.jpg"):
         test.load_image(test.paths.index("Bengal_test0.jpg"))
+
+
+@pytest.mark.parametrize("name", ["caltech101", "oxford_flowers", "stanford_cars", "dtd", "eurosat", "sun397",
+                                  "ucf101"])
+def test_other_coop_datasets_read_their_layout(tmp_path, name):
+    import json
+
+    from PIL import Image
+
+    from crossgate.datasets.coop import SPECS
+
+    spec = SPECS[name]
+    images = tmp_path / spec.folder / spec.images
+    split = {s: [[f"class_{c}/{s}{i}.jpg", c, f"class_{c}"] for c in range(2) for i in range(2)]
+             for s in ("train", "val", "test")}
+    for items in split.values():
+        for rel, c, _ in items:
+            (images / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8), (100 * c, 0, 0)).save(images / rel)
+    settings = Settings(data_root=tmp_path, offline=True)
+    with pytest.raises(UserError, match=f"needs the CoOp split file {tmp_path / spec.folder / spec.split_file}"):
+        load_dataset(name, settings)
+    (tmp_path / spec.folder / spec.split_file).write_text(json.dumps(split))
+    ds = load_dataset(name, settings)
+    assert ds.classnames == ["class 0", "class 1"] and ds.templates == [spec.template]
+    assert ds.index_dir == tmp_path / "indices" / name
+    test = ds.split("test")
+    assert test.paths[0] == "class_0/test0.jpg" and test.load_image(3).getpixel((0, 0)) == (100, 0, 0)

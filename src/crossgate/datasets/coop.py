@@ -2,8 +2,10 @@
 
     <root>/oxford_pets/images/...            <root>/oxford_pets/split_zhou_OxfordPets.json
     <root>/food-101/images/<class>/...       <root>/food-101/split_zhou_Food101.json
+    ... the other CoOp datasets as in CoOp's DATASETS.md (SPECS below)
 
-Class names and templates are Lin et al.'s; '_' in class names becomes ' '.
+Class names come from the split file, '_' becoming ' '; templates are CoOp's hand-crafted ones, which Lin
+et al. use. Pets and Food-101 download on first use; the others are read from disk.
 """
 from __future__ import annotations
 
@@ -28,13 +30,21 @@ class CoopSpec:
     folder: str  # under the data root
     split_file: str
     template: str
+    images: str = "images"  # the folder the split file's relative paths start from, under `folder`
 
 
-SPECS = {
-    "oxford_pets": CoopSpec("oxford_pets", "oxford_pets", "split_zhou_OxfordPets.json",
-                            "a photo of a {}, a type of pet."),
-    "food101": CoopSpec("food101", "food-101", "split_zhou_Food101.json", "a photo of {}, a type of food."),
-}
+SPECS = {spec.name: spec for spec in (
+    CoopSpec("oxford_pets", "oxford_pets", "split_zhou_OxfordPets.json", "a photo of a {}, a type of pet."),
+    CoopSpec("food101", "food-101", "split_zhou_Food101.json", "a photo of {}, a type of food."),
+    CoopSpec("caltech101", "caltech-101", "split_zhou_Caltech101.json", "a photo of a {}.", "101_ObjectCategories"),
+    CoopSpec("oxford_flowers", "oxford_flowers", "split_zhou_OxfordFlowers.json",
+             "a photo of a {}, a type of flower.", "jpg"),
+    CoopSpec("stanford_cars", "stanford_cars", "split_zhou_StanfordCars.json", "a photo of a {}.", "."),
+    CoopSpec("dtd", "dtd", "split_zhou_DescribableTextures.json", "{} texture."),
+    CoopSpec("eurosat", "eurosat", "split_zhou_EuroSAT.json", "a centered satellite photo of {}.", "2750"),
+    CoopSpec("sun397", "sun397", "split_zhou_SUN397.json", "a photo of a {}.", "SUN397"),
+    CoopSpec("ucf101", "ucf101", "split_zhou_UCF101.json", "a photo of a person doing {}.", "UCF-101-midframes"),
+)}
 
 
 class CoopDataset(Dataset):
@@ -51,6 +61,10 @@ class CoopDataset(Dataset):
                 for problem in ensure_indices(spec.name, self.root, progress):
                     log.warning("%s; without it crossgate samples that few-shot split itself", problem)
         self._require("split")
+        if not split_path.is_file():
+            raise UserError(f"{spec.name} needs the CoOp split file {split_path} and its images under "
+                            f"{self.folder / spec.images} (see CoOp's DATASETS.md; crossgate downloads only "
+                            "oxford_pets and food101); put them there or point --data-root at a folder that has them")
         try:
             self._items = json.loads(split_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -76,6 +90,9 @@ class CoopDataset(Dataset):
         if self.download:
             ensure_files(self.name, self.root, "images", self.progress)
         self._require("images")
+        if not (self.folder / self.spec.images).is_dir():
+            raise UserError(f"{self.name}'s images belong in {self.folder / self.spec.images} (see CoOp's "
+                            "DATASETS.md); put them there or point --data-root at a folder that has them")
 
     @property
     def identity(self) -> str:
@@ -90,7 +107,7 @@ class CoopDataset(Dataset):
         if name not in ("train", "val", "test"):
             raise UserError(f"unknown split {name!r}; available: train, val, test")
         items = self._items[name]
-        images = self.folder / "images"
+        images = self.folder / self.spec.images
         paths = [str(relpath) for relpath, _, _ in items]
 
         def load(i: int) -> Image.Image:
