@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -33,19 +34,22 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+@contextmanager
+def _replaced_atomically(path: Path):
+    """Yields a temporary file beside `path`; when the block ends, it becomes `path` (umask mode). On any
+    error it is removed, and an OSError (full disk, read-only folder) becomes a one-line UserError."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as err:
         raise _write_error(path, err) from None
-    os.chmod(tmp, _umask_mode())
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        yield Path(tmp)
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
@@ -60,37 +64,30 @@ def _write_error(path: Path, err: OSError) -> UserError:
                      "(--cache-dir, --out)")
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with _replaced_atomically(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _write_manifest(stem: Path, meta: dict, checksum: str, tensors: dict[str, tuple[list, str]]) -> None:
+    """The manifest goes last: an entry whose manifest is missing or disagrees with its tensors is a miss."""
+    manifest = dict(meta)
+    manifest["sha256"] = checksum
+    manifest["tensors"] = {k: {"shape": list(shape), "dtype": dtype} for k, (shape, dtype) in tensors.items()}
+    atomic_write_text(stem.with_name(stem.name + ".json"), json.dumps(manifest, indent=2, sort_keys=True))
 
 
 def save_arrays(stem: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     """Write `arrays` and `meta` as one entry at `stem` (no suffix)."""
     stem = Path(stem)
-    tensor_path = stem.with_name(stem.name + ".safetensors")
-    try:
-        tensor_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=tensor_path.parent, prefix=f".{tensor_path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise _write_error(tensor_path, err) from None
-    os.close(fd)
-    try:
-        save_file({k: np.asarray(v, order="C") for k, v in arrays.items()}, tmp)  # keeps 0-d arrays 0-d
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        checksum = sha256_file(Path(tmp))
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, tensor_path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise _write_error(tensor_path, err) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    manifest = dict(meta)
-    manifest["sha256"] = checksum
-    manifest["tensors"] = {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()}
-    atomic_write_text(stem.with_name(stem.name + ".json"), json.dumps(manifest, indent=2, sort_keys=True))
+    with _replaced_atomically(stem.with_name(stem.name + ".safetensors")) as tmp:
+        save_file({k: np.asarray(v, order="C") for k, v in arrays.items()}, str(tmp))  # keeps 0-d arrays 0-d
+        checksum = sha256_file(tmp)
+    _write_manifest(stem, meta, checksum, {k: (v.shape, str(v.dtype)) for k, v in arrays.items()})
 
 
 _SAFETENSORS_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.int64): "I64"}
@@ -101,54 +98,35 @@ def save_streamed(stem: Path, name: str, parts, shape: tuple[int, int], small: d
     """Like save_arrays, for one large float32 tensor given as row blocks (`parts`, an iterable of
     (rows, shape[1]) arrays) and a few small arrays: written to disk as they come, never held whole."""
     stem = Path(stem)
-    tensor_path = stem.with_name(stem.name + ".safetensors")
+    dtypes = {name: np.dtype(np.float32), **{k: v.dtype for k, v in small.items()}}
+    shapes = {name: list(shape), **{k: list(v.shape) for k, v in small.items()}}
     specs, offset = {}, 0
-    for key, dtype, dims in [(name, np.dtype(np.float32), list(shape))] + \
-            [(k, v.dtype, list(v.shape)) for k, v in small.items()]:
-        size = int(np.prod(dims)) * dtype.itemsize
-        specs[key] = {"dtype": _SAFETENSORS_DTYPES[dtype], "shape": dims, "data_offsets": [offset, offset + size]}
+    for key in dtypes:
+        size = int(np.prod(shapes[key])) * dtypes[key].itemsize
+        specs[key] = {"dtype": _SAFETENSORS_DTYPES[dtypes[key]], "shape": shapes[key],
+                      "data_offsets": [offset, offset + size]}
         offset += size
     header = json.dumps(specs, separators=(",", ":")).encode()
-    header += b" " * (-len(header) % 8)
-    try:
-        tensor_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=tensor_path.parent, prefix=f".{tensor_path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise _write_error(tensor_path, err) from None
+    header += b" " * (-len(header) % 8)  # safetensors aligns the data to 8 bytes
     digest = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as f:
-            def write(data: bytes):
-                f.write(data)
-                digest.update(data)
+    with _replaced_atomically(stem.with_name(stem.name + ".safetensors")) as tmp, open(tmp, "wb") as f:
+        def write(data: bytes):
+            f.write(data)
+            digest.update(data)
 
-            write(len(header).to_bytes(8, "little") + header)
-            rows = 0
-            for block in parts:
-                block = np.asarray(block, dtype=np.float32, order="C")
-                if block.ndim != 2 or block.shape[1] != shape[1]:
-                    raise ValueError(f"block of shape {block.shape} does not fit {shape}")
-                rows += len(block)
-                write(block.tobytes())
-            if rows != shape[0]:
-                raise ValueError(f"got {rows} rows, expected {shape[0]}")
-            for value in small.values():
-                write(np.asarray(value, order="C").tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, tensor_path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise _write_error(tensor_path, err) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    manifest = dict(meta)
-    manifest["sha256"] = digest.hexdigest()
-    manifest["tensors"] = {k: {"shape": v["shape"], "dtype": str(np.dtype(np.float32) if k == name
-                                                                  else small[k].dtype)} for k, v in specs.items()}
-    atomic_write_text(stem.with_name(stem.name + ".json"), json.dumps(manifest, indent=2, sort_keys=True))
+        write(len(header).to_bytes(8, "little") + header)
+        rows = 0
+        for block in parts:
+            block = np.asarray(block, dtype=np.float32, order="C")
+            if block.ndim != 2 or block.shape[1] != shape[1]:
+                raise ValueError(f"block of shape {block.shape} does not fit {shape}")
+            rows += len(block)
+            write(block.tobytes())
+        if rows != shape[0]:
+            raise ValueError(f"got {rows} rows, expected {shape[0]}")
+        for value in small.values():
+            write(np.asarray(value, order="C").tobytes())
+    _write_manifest(stem, meta, digest.hexdigest(), {k: (shapes[k], str(dtypes[k])) for k in dtypes})
 
 
 def load_arrays(stem: Path) -> tuple[dict[str, np.ndarray], dict] | None:
