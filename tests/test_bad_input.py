@@ -215,3 +215,27 @@ def test_large_jpegs_are_decoded_at_a_reduced_scale_small_ones_exactly(tmp_path)
             assert DRAFT_MIN_SIDE <= min(image.size) < side
         else:
             assert image.size == (side + 50, side)
+
+
+def test_skipped_images_and_published_splits(tmp_path, capsys):
+    from tests.test_datasets import make_pets_like_root
+
+    split, index = make_pets_like_root(tmp_path / "data")
+    images = tmp_path / "data" / "oxford_pets" / "images"
+    unused = next(rel for i, (rel, _, _) in enumerate(split["train"]) if i not in index["train"]["indices"])
+    (images / unused).write_bytes(b"broken")
+    argv = ["bench", "--dataset", "oxford_pets", "--backbone", "tiny-clip", "--shots", "2", "--seeds", "1",
+            "--methods", "logreg", "--data-root", str(tmp_path / "data"), "--cache-dir", str(tmp_path / "cache"),
+            "--no-progress", "--jobs", "1", "--on-bad-image", "skip"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0  # the published images map onto the kept rows
+    from crossgate.results import read_rows
+
+    row = read_rows(tmp_path / "a" / "results.jsonl")[0]
+    assert row["split_source"] == "published:shot_2-seed_1.json" and row["n_train"] == 6
+    used = split["train"][index["train"]["indices"][0]][0]
+    (images / used).write_bytes(b"broken")
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "b"), "--cache-dir", str(tmp_path / "cache2")]) == 2
+    err = capsys.readouterr().err.splitlines()  # the skip warnings, then the error
+    assert err[-1].startswith("crossgate: error: 1 published few-shot training image(s) were skipped as "
+                              f"unreadable: {used}") and "Traceback" not in "".join(err)

@@ -31,7 +31,7 @@ class ImageFeatures:
     labels: np.ndarray  # (N,) int64
     kept: np.ndarray | None = None  # positions in the split of these rows when unreadable images were skipped
 
-    def rows(self, positions: np.ndarray, what: str) -> np.ndarray:
+    def rows(self, positions: np.ndarray, what: str, paths: list[str] | None = None) -> np.ndarray:
         """Rows of the given split positions; a position whose image was skipped is a UserError."""
         if self.kept is None:
             return np.asarray(positions)
@@ -39,8 +39,9 @@ class ImageFeatures:
         missing = [int(p) for p, r in zip(positions, rows, strict=True)
                    if r >= len(self.kept) or self.kept[r] != p]
         if missing:
-            raise UserError(f"{len(missing)} {what} images were skipped as unreadable (positions {missing[:10]}); "
-                            "fix those files or use --on-bad-image fail to see them")
+            names = [paths[p] if paths else f"#{p}" for p in missing]
+            raise UserError(f"{len(missing)} {what} image(s) were skipped as unreadable: {', '.join(names)}; "
+                            "fix those files (the published split needs them)")
         return rows
 
 
@@ -78,21 +79,14 @@ class DatasetFeatures:
         train / val (they differ from split positions only when unreadable images were skipped)."""
         from dataclasses import replace
 
-        from .datasets.fewshot import choose_few_shot, few_shot_split
+        from .datasets.fewshot import choose_few_shot
 
-        if self.train.kept is None and self.val.kept is None:
-            return choose_few_shot(self.train.labels, self.val.labels, shots, seed, self.classnames,
-                                   self.index_dir, self.train_paths, self.val_paths)
-        published = choose_few_shot(np.zeros(0, np.int64), np.zeros(0, np.int64), shots, seed, self.classnames,
-                                    self.index_dir, self.train_paths, self.val_paths) \
-            if self._has_index_file(shots, seed) else None
-        if published is None:
-            return few_shot_split(self.train.labels, self.val.labels, shots, seed, self.classnames)
-        return replace(published, train=self.train.rows(published.train, "published few-shot training"),
-                       val=self.val.rows(published.val, "published few-shot validation"))
-
-    def _has_index_file(self, shots, seed) -> bool:
-        return self.index_dir is not None and (Path(self.index_dir) / f"shot_{shots}-seed_{seed}.json").is_file()
+        split = choose_few_shot(self.train.labels, self.val.labels, shots, seed, self.classnames, self.index_dir,
+                                self.train_paths, self.val_paths)
+        if not split.source.startswith("published:"):  # sampled from the rows themselves
+            return split
+        return replace(split, train=self.train.rows(split.train, "published few-shot training", self.train_paths),
+                       val=self.val.rows(split.val, "published few-shot validation", self.val_paths))
 
     def split(self, name: str) -> ImageFeatures:
         return getattr(self, name)
@@ -122,6 +116,7 @@ class FeatureCache:
                  on_bad_image: str = "fail", chunk_images: int = 2048):
         self.root = Path(root).expanduser()
         self.chunk_images = chunk_images  # images per resumable chunk: the most work a crash can lose
+        self._merged: set[Path] = set()  # entries this object just wrote (their skips were reported then)
         self.batch_size, self.workers, self.progress = batch_size, workers, progress
         self.on_bad_image = on_bad_image  # "fail": list unreadable images and stop; "skip": leave them out
 
@@ -166,6 +161,7 @@ class FeatureCache:
                 encode_chunks(encoder, items, chunks, chunks.starts(), self.batch_size, self.workers,
                               self.progress, desc, view)
                 merge_chunks(chunks, items.labels, encoder.image_dim, meta, self.on_bad_image, desc)
+                self._merged.add(stem)
         return stem
 
     def image_features(self, encoder: Encoder, dataset: Dataset, split: str, view: str = "center") -> ImageFeatures:
@@ -175,7 +171,7 @@ class FeatureCache:
             raise UserError(f"cache entry {stem} changed while it was read; run again")
         arrays, manifest = hit
         skipped = manifest.get("skipped")
-        if skipped:
+        if skipped and stem not in self._merged:
             log.warning("%d unreadable image(s) of %s %s are left out (--on-bad-image skip): %s", len(skipped),
                         dataset.name, split, ", ".join(skipped))
         return ImageFeatures(x=arrays["x"], labels=arrays["labels"], kept=arrays.get("kept"))
