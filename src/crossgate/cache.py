@@ -19,7 +19,7 @@ from .corruptions import Corruption, corrupt_prompts
 from .datasets.base import SPLITS, Dataset
 from .encoders.base import Encoder
 from .errors import UserError
-from .extraction import ON_BAD_IMAGE, Chunks, UnreadableImages, encode_chunks, entry_lock, merge_chunks
+from .extraction import ON_BAD_IMAGE, Chunks, UnreadableImages, chunk_summary, encode_chunks, entry_lock, merge_chunks
 from .storage import ensure_writable_dir, load_arrays, save_arrays
 
 log = logging.getLogger("crossgate")
@@ -151,6 +151,9 @@ class FeatureCache:
             encode_chunks(encoder, items, chunks, chunks.starts()[rank::world], self.batch_size, self.workers,
                           self.progress and rank == 0, f"{desc} [rank {rank}/{world}]", view)
             barrier()
+            bad, _ = chunk_summary(chunks)
+            if bad and self.on_bad_image == "fail":  # every rank stops, so none waits at a barrier for rank 0
+                raise UnreadableImages([name for _, name, _ in bad], bad[0][2])
             if rank == 0:
                 merge_chunks(chunks, items.labels, encoder.image_dim, meta, self.on_bad_image, desc)
             barrier()

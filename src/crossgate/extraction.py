@@ -148,14 +148,21 @@ def _write_chunk(chunks: Chunks, start: int, part: dict, split: Split, dim: int)
                 {"bad": bad})
 
 
-def merge_chunks(chunks: Chunks, labels: np.ndarray, dim: int, meta: dict, on_bad_image: str,
-                 desc: str = "") -> None:
-    """Stream every chunk, in order, into the final entry; then remove the chunks."""
+def chunk_summary(chunks: Chunks) -> tuple[list, int]:
+    """([position, name, error] of every unreadable image, number of readable ones) of finished chunks,
+    from their manifests (the arrays are verified when they are read)."""
     bad, n_good = [], 0
-    for start in chunks.starts():  # counts from the manifests; the arrays are verified as they stream
+    for start in chunks.starts():
         manifest = json.loads(chunks.path(start).with_suffix(".json").read_text())
         bad += manifest["bad"]
         n_good += manifest["tensors"]["positions"]["shape"][0]
+    return bad, n_good
+
+
+def merge_chunks(chunks: Chunks, labels: np.ndarray, dim: int, meta: dict, on_bad_image: str,
+                 desc: str = "") -> None:
+    """Stream every chunk, in order, into the final entry; then remove the chunks."""
+    bad, n_good = chunk_summary(chunks)
     if bad and on_bad_image == "fail":
         raise UnreadableImages([name for _, name, _ in bad], bad[0][2])
 
