@@ -124,26 +124,36 @@ class FeatureCache:
         key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
         return self.root / "features" / kind / key
 
+    @staticmethod
+    def _image_key(encoder: Encoder, dataset: Dataset, split: str, view: str) -> dict:
+        return {"encoder": encoder.identity, "dataset": dataset.identity, "split": split, "view": view}
+
+    def _image_stem(self, encoder: Encoder, dataset: Dataset, split: str, view: str) -> Path:
+        return self._stem("image", self._image_key(encoder, dataset, split, view))
+
+    def _check_skipped(self, manifest: dict, dataset: Dataset, split: str) -> None:
+        skipped = manifest.get("skipped")
+        if skipped and self.on_bad_image == "fail":
+            raise UserError(f"{len(skipped)} image(s) of {dataset.name} {split} were skipped as unreadable by "
+                            f"an earlier run: {', '.join(skipped)}; fix them and clear the cache, or pass "
+                            "--on-bad-image skip")
+
     def ensure_image_features(self, encoder: Encoder, dataset: Dataset, split: str, view: str = "center",
                               rank: int = 0, world: int = 1, barrier=None) -> Path:
         """Compute the entry unless it exists (resuming from finished chunks); returns its stem. With
         world > 1, this process encodes every world-th chunk and rank 0 merges after `barrier()`."""
         if self.on_bad_image not in ON_BAD_IMAGE:
             raise UserError(f"--on-bad-image must be one of {', '.join(ON_BAD_IMAGE)}, got {self.on_bad_image!r}")
-        fields = {"encoder": encoder.identity, "dataset": dataset.identity, "split": split, "view": view}
-        stem = self._stem("image", fields)
-        if (stem.with_name(stem.name + ".json")).is_file() and load_arrays(stem) is not None:
-            skipped = json.loads(stem.with_name(stem.name + ".json").read_text()).get("skipped")
-            if skipped and self.on_bad_image == "fail":
-                raise UserError(f"{len(skipped)} image(s) of {dataset.name} {split} were skipped as unreadable by "
-                                f"an earlier run: {', '.join(skipped)}; fix them and clear the cache, or pass "
-                                "--on-bad-image skip")
+        stem = self._image_stem(encoder, dataset, split, view)
+        hit = load_arrays(stem)
+        if hit is not None:
+            self._check_skipped(hit[1], dataset, split)
             return stem
         ensure_writable_dir(self.root, "cache directory", "--cache-dir or CROSSGATE_CACHE")
         items = dataset.split(split)
         chunks = Chunks.of(stem, len(items), self.batch_size, self.chunk_images)
         desc = f"{dataset.name} {split}" + (" (flipped)" if view == "flip" else "")
-        meta = {"kind": "image", "key": fields, "versions": _versions()}
+        meta = {"kind": "image", "key": self._image_key(encoder, dataset, split, view), "versions": _versions()}
         if world > 1:  # ranks share the chunks; no lock (rank 0 alone downloads and writes the entry)
             if rank == 0:
                 dataset.ensure_images()
@@ -168,11 +178,15 @@ class FeatureCache:
         return stem
 
     def image_features(self, encoder: Encoder, dataset: Dataset, split: str, view: str = "center") -> ImageFeatures:
-        stem = self.ensure_image_features(encoder, dataset, split, view)
-        hit = load_arrays(stem)
+        stem = self._image_stem(encoder, dataset, split, view)
+        hit = load_arrays(stem)  # a hit is read once; a miss is computed, then read
         if hit is None:
-            raise UserError(f"cache entry {stem} changed while it was read; run again")
+            self.ensure_image_features(encoder, dataset, split, view)
+            hit = load_arrays(stem)
+            if hit is None:
+                raise UserError(f"cache entry {stem} changed while it was read; run again")
         arrays, manifest = hit
+        self._check_skipped(manifest, dataset, split)
         skipped = manifest.get("skipped")
         if skipped and stem not in self._merged:
             log.warning("%d unreadable image(s) of %s %s are left out (--on-bad-image skip): %s", len(skipped),
@@ -202,24 +216,31 @@ class FeatureCache:
         return {c: self.image_features(encoder, dataset, "test", view=c.view(seed)) if c.kind == "image"
                 else self.text_features(encoder, dataset, c, seed) for c in corruptions}
 
-    def ensure_features(self, encoder: Encoder, dataset: Dataset, flip: bool = False, rank: int = 0,
-                        world: int = 1, barrier=None) -> None:
-        """Compute every split's entries (and the flipped training view) that are missing. Every split is
-        read before failing, so that an error lists every unreadable file of the dataset."""
-        names, first = [], ""
+    @staticmethod
+    def _every_split(fn, flip: bool) -> dict:
+        """fn(split, view) for every split (and the flipped training view), all run before failing, so that
+        an error lists every unreadable file of the dataset."""
+        out, names, first = {}, [], ""
         for split, view in [(s, "center") for s in SPLITS] + ([("train", "flip")] if flip else []):
             try:
-                self.ensure_image_features(encoder, dataset, split, view, rank, world, barrier)
+                out[(split, view)] = fn(split, view)
             except UnreadableImages as err:
                 names, first = names + err.names, first or err.first_error
         if names:
             raise UnreadableImages(names, first)
+        return out
+
+    def ensure_features(self, encoder: Encoder, dataset: Dataset, flip: bool = False, rank: int = 0,
+                        world: int = 1, barrier=None) -> None:
+        """Compute every entry of the dataset that is missing, without reading the features back."""
+        self._every_split(lambda split, view: self.ensure_image_features(encoder, dataset, split, view, rank,
+                                                                         world, barrier), flip)
 
     def features(self, encoder: Encoder, dataset: Dataset, flip: bool = False) -> DatasetFeatures:
         """Every split's center view, the class texts, and with flip=True the mirrored training images."""
-        self.ensure_features(encoder, dataset, flip)
-        splits = {s: self.image_features(encoder, dataset, s) for s in SPLITS}
-        train_flip = self.image_features(encoder, dataset, "train", view="flip") if flip else None
-        return DatasetFeatures(**splits, train_flip=train_flip, text=self.text_features(encoder, dataset),
+        views = self._every_split(lambda split, view: self.image_features(encoder, dataset, split, view), flip)
+        splits = {s: views[(s, "center")] for s in SPLITS}
+        return DatasetFeatures(**splits, train_flip=views.get(("train", "flip")),
+                               text=self.text_features(encoder, dataset),
                                classnames=list(dataset.classnames), index_dir=dataset.index_dir,
                                train_paths=dataset.split("train").paths, val_paths=dataset.split("val").paths)

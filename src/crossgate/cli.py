@@ -276,17 +276,28 @@ def build_settings(args):
                     **({"offline": True} if args.offline else {}))
 
 
-def _load(args, settings):
-    """The encoder, the dataset and their (cached) features."""
+def _feature_cache(settings):
     from .cache import FeatureCache
+
+    return FeatureCache(settings.cache_dir, settings.batch_size, settings.workers, settings.progress,
+                        settings.on_bad_image, settings.chunk_images)
+
+
+def _load(args, settings):
+    """The encoder, the dataset and their (cached) features, with the corrupted test data --corrupt asks for."""
+    from dataclasses import replace
+
     from .datasets import load_dataset
     from .encoders import create_encoder
 
     dataset = load_dataset(args.dataset, settings, templates=getattr(args, "templates", None))
     encoder = create_encoder(args.backbone, cache_dir=settings.cache_dir, device=settings.torch_device())
-    cache = FeatureCache(settings.cache_dir, settings.batch_size, settings.workers, settings.progress,
-                         settings.on_bad_image, settings.chunk_images)
-    return encoder, dataset, cache.features(encoder, dataset, flip=getattr(args, "flip", False))
+    cache = _feature_cache(settings)
+    feats = cache.features(encoder, dataset, flip=getattr(args, "flip", False))
+    if getattr(args, "corrupt", ()):
+        feats = replace(feats, corrupted=cache.corrupted_features(encoder, dataset, args.corrupt,
+                                                                  args.corrupt_seed))
+    return encoder, dataset, feats
 
 
 def cmd_list(args, settings) -> int:
@@ -315,7 +326,6 @@ def cmd_extract(args, settings) -> int:
     """Fill the cache without loading the features back (memory stays flat); under torchrun the ranks
     share the chunks of every split and rank 0 writes the entries."""
     from . import distributed
-    from .cache import FeatureCache
     from .datasets import SPLITS, load_dataset
     from .encoders import create_encoder
 
@@ -325,8 +335,7 @@ def cmd_extract(args, settings) -> int:
         dataset = load_dataset(args.dataset, settings, templates=args.templates)
         encoder = create_encoder(args.backbone, cache_dir=settings.cache_dir,
                                  device=group.device(settings.torch_device()))
-        cache = FeatureCache(settings.cache_dir, settings.batch_size, settings.workers, settings.progress,
-                             settings.on_bad_image, settings.chunk_images)
+        cache = _feature_cache(settings)
         cache.ensure_features(encoder, dataset, args.flip, group.rank, group.world, group.barrier)
         if group.rank == 0:
             texts = cache.text_features(encoder, dataset)
@@ -339,12 +348,10 @@ def cmd_extract(args, settings) -> int:
 
 
 def cmd_bench(args, settings) -> int:
-    from dataclasses import replace
 
     from tqdm.auto import tqdm
 
     from .bench import BenchConfig, run_bench
-    from .cache import FeatureCache
     from .methods.probe import ProbeSearch
     from .report import markdown_table, robustness_markdown, summarize, write_reports
 
@@ -356,11 +363,6 @@ def cmd_bench(args, settings) -> int:
                          probe=ProbeSearch(iterations=args.probe_iterations, patience=args.probe_patience))
     n_runs = len(config.resolved_methods()) * len(config.shots) * len(config.seeds)  # validates names early
     encoder, dataset, feats = _load(args, settings)
-    if config.corruptions:
-        cache = FeatureCache(settings.cache_dir, settings.batch_size, settings.workers, settings.progress,
-                             settings.on_bad_image, settings.chunk_images)
-        feats = replace(feats, corrupted=cache.corrupted_features(encoder, dataset, config.corruptions,
-                                                                  args.corrupt_seed))
     with tqdm(total=n_runs, desc="fits", unit="run", disable=not settings.progress, dynamic_ncols=True) as bar:
         rows = run_bench(config, feats, encoder.identity, on_run=lambda row, key: bar.update(1))
     written = write_reports(config.out)
@@ -420,10 +422,9 @@ def cmd_predict(args, settings) -> int:
 
     import numpy as np
 
-    from .datasets.base import Split
+    from .datasets.base import files_split
     from .encoders import create_encoder
-    from .extraction import encode_batches
-    from .images import open_rgb
+    from .extraction import UnreadableImages, encode_batches
     from .model import load_model
 
     model = load_model(args.model)
@@ -431,9 +432,7 @@ def cmd_predict(args, settings) -> int:
     name = args.backbone or model.backbone
     encoder = create_encoder(name, cache_dir=settings.cache_dir, device=settings.torch_device())
     model.check_backbone(encoder.identity, name)
-    items = Split(labels=np.zeros(len(files), dtype=np.int64),
-                  load_image=lambda i: open_rgb(files[i], "it was given on the command line"),
-                  paths=[str(f) for f in files])
+    items = files_split(Path.cwd(), [str(f) for f in files], np.zeros(len(files)), "it was given on the command line")
     good, feats, bad = [], [], []
     for positions, x, errors in encode_batches(encoder, items, list(range(len(files))), settings.batch_size,
                                                settings.workers):
@@ -441,8 +440,7 @@ def cmd_predict(args, settings) -> int:
         feats += [x] if x is not None else []
         bad += errors
     if bad and settings.on_bad_image == "fail":
-        raise UserError(f"{len(bad)} unreadable image(s): {', '.join(str(files[i]) for i, _ in bad)} (first: "
-                        f"{bad[0][1]}); fix or remove them, or pass --on-bad-image skip")
+        raise UnreadableImages([str(files[i]) for i, _ in bad], bad[0][1])
     if bad:
         print(f"crossgate: skipped {len(bad)} unreadable image(s): {', '.join(str(files[i]) for i, _ in bad)}",
               file=sys.stderr)

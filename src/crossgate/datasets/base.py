@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UserError
-from ..images import open_rgb  # noqa: F401  (re-exported for the datasets on disk)
+from ..images import open_rgb
 from ..registry import Registry
 
 SPLITS = ("train", "val", "test")
@@ -33,11 +33,12 @@ class Dataset(ABC):
     name: str
     classnames: list[str]
     templates: list[str]  # each with one "{}" for the class name
+    _digest: str  # a digest of the content (files, split lists)
 
     @property
-    @abstractmethod
     def identity(self) -> str:
         """Name plus a digest of the content; part of every feature-cache key."""
+        return f"{self.name}@{self._digest}"
 
     @abstractmethod
     def split(self, name: str) -> Split: ...
@@ -69,16 +70,21 @@ class ArrayDataset(Dataset):
         self._arrays = arrays
         self._digest = content_digest
 
-    @property
-    def identity(self) -> str:
-        return f"{self.name}@{self._digest}"
-
     def split(self, name: str) -> Split:
         if name not in self._arrays:
             raise UserError(f"unknown split {name!r}; available: {', '.join(self._arrays)}")
         images, labels = self._arrays[name]
         return Split(labels=labels.astype(np.int64),
                      load_image=lambda i: Image.fromarray(images[i]).convert("RGB"))
+
+
+def files_split(folder: Path, paths: list[str], labels, missing_hint: str) -> Split:
+    """A split of image files given by paths relative to `folder`."""
+
+    def load(i: int) -> Image.Image:
+        return open_rgb(folder / paths[i], missing_hint)
+
+    return Split(labels=np.asarray(labels, dtype=np.int64), load_image=load, paths=paths)
 
 
 def digest_files(paths: list[Path]) -> str:

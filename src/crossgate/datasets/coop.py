@@ -14,11 +14,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 from ..errors import UserError
-from .base import DATASETS, Dataset, Split, digest_files, open_rgb
+from .base import DATASETS, Dataset, Split, digest_files, files_split
 from .download import ensure_files, ensure_indices, remotes
 
 log = logging.getLogger("crossgate")
@@ -95,10 +92,6 @@ class CoopDataset(Dataset):
                             "DATASETS.md); put them there or point --data-root at a folder that has them")
 
     @property
-    def identity(self) -> str:
-        return f"{self.name}@{self._digest}"
-
-    @property
     def index_dir(self) -> Path:
         """Where Lin et al.'s published few-shot index files are looked for."""
         return self.root / "indices" / self.spec.name
@@ -108,13 +101,8 @@ class CoopDataset(Dataset):
             raise UserError(f"unknown split {name!r}; available: train, val, test")
         items = self._items[name]
         images = self.folder / self.spec.images
-        paths = [str(relpath) for relpath, _, _ in items]
-
-        def load(i: int) -> Image.Image:
-            return open_rgb(images / paths[i], f"the {self.name} images belong in {images}")
-
-        return Split(labels=np.array([int(label) for _, label, _ in items], dtype=np.int64), load_image=load,
-                     paths=paths)
+        return files_split(images, [str(relpath) for relpath, _, _ in items], [int(label) for _, label, _ in items],
+                           f"the {self.name} images belong in {images}")
 
 
 def _register(spec: CoopSpec):

@@ -12,10 +12,9 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ..errors import UserError
-from .base import Dataset, Split, open_rgb
+from .base import Dataset, Split, files_split
 
 PREFIX = "imagefolder:"
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -93,17 +92,9 @@ class ImageFolderDataset(Dataset):
                             "or fix classnames.txt")
         return result
 
-    @property
-    def identity(self) -> str:
-        return f"{self.name}@{self._digest}"
-
     def split(self, name: str) -> Split:
         if name not in self._items:
             raise UserError(f"unknown split {name!r}; available: train, val, test")
         items = self._items[name]
-        paths = [rel for rel, _ in items]
-
-        def load(i: int) -> Image.Image:
-            return open_rgb(self.root / paths[i], f"it was listed when {self.root} was scanned; run again")
-
-        return Split(labels=np.array([label for _, label in items], dtype=np.int64), load_image=load, paths=paths)
+        return files_split(self.root, [rel for rel, _ in items], [label for _, label in items],
+                           f"it was listed when {self.root} was scanned; run again")
