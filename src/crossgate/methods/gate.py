@@ -79,10 +79,15 @@ class _Data:
         return x, torch.cat([self.y[img_idx], self.pool_labels[txt_idx]])
 
 
+def _text_pool(text, text_space: str) -> torch.Tensor:
+    """The gate's text pool: every prompt, unit norm, in image space or the text tower's own."""
+    return torch.from_numpy(unit_rows(text.x if text_space == "image" else text.native))
+
+
 def _prepare(x, y, text, val, text_space: str) -> _Data:
-    pool = text.x if text_space == "image" else text.native
     t = torch.from_numpy
-    return _Data(x=t(unit_rows(x)), y=t(y), pool=t(unit_rows(pool)), pool_labels=t(text.labels.astype(np.int64)),
+    return _Data(x=t(unit_rows(x)), y=t(y), pool=_text_pool(text, text_space),
+                 pool_labels=t(text.labels.astype(np.int64)),
                  text_x=t(unit_rows(text.x)), class_init=t(text.class_means().astype(np.float32)),
                  xv=t(unit_rows(val[0])) if val else None, yv=t(val[1]) if val else None)
 
@@ -102,13 +107,10 @@ class _GateBase(FewShotClassifier):
         self.texts_ = list(text.texts)
         self.text_labels_ = text.labels.astype(np.int64)
 
-    def _text_space(self) -> str:
-        return (self.gate_config or GateConfig()).text_space
-
     def with_text(self, text):
         other = copy.copy(self)
         other._store_text(text)
-        other.pool_ = torch.from_numpy(unit_rows(text.x if self._text_space() == "image" else text.native))
+        other.pool_ = _text_pool(text, (self.gate_config or GateConfig()).text_space)
         return other
 
     @staticmethod
@@ -346,8 +348,7 @@ class GateJoint(_GateBase):
 
     def with_text(self, text):
         other = super().with_text(text)
-        raw_pool = other.pool_
-        other.pool_ = F.normalize(raw_pool - self.pool_mean_, dim=1)
+        other.pool_ = F.normalize(other.pool_ - self.pool_mean_, dim=1)  # centred as at fit time
         other.model_ = copy.deepcopy(self.model_)
         labels = torch.from_numpy(text.labels.astype(np.int64))
         _, class_text = _centered_class_text(torch.from_numpy(unit_rows(text.x)), labels, self.txt_mean_,
