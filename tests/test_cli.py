@@ -42,16 +42,16 @@ def run_error(capsys, *argv):
     (["extract", "--backbone", "openclip:NoSuchNet/openai"], "unknown open_clip architecture"),
     (["report", "/nonexistent/dir"], "no results in /nonexistent/dir/results.jsonl"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
-    (["bench", "--gate-k", "0"], "expected a positive integer, got 0"),
+    (["bench", "--gate-k", "0"], "expected a positive integer or all, got '0'"),
     (["bench", "--gate-lr", "-1"], "expected a positive number, got '-1'"),
     (["bench", "--gate-text-ratio", "1.5"], "expected a number in [0, 1), got '1.5'"),
-    (["bench", "--gate-text-space", "latent"], "invalid choice: 'latent'"),
+    (["bench", "--gate-text-space", "latent"], "expected one of image, native, got 'latent'"),
     (["explain", "--method", "linear"], "method 'linear' has no gate to explain"),
     (["bench", "--jobs", "0"], "expected a positive integer, got 0"),
     (["explain", "--backbone", "tiny-clip", "--method", "gate", "--gate-k", "100", "--gate-epochs", "1",
       "--no-progress"],
      "k=100 is larger than the number of texts N=40"),
-    (["bench", "--probe-patience", "soon"], "expected a positive integer, got 'soon'"),
+    (["bench", "--probe-patience", "soon"], "expected a positive integer or none, got 'soon'"),
     (["bench", "--probe-iterations", "1.5"], "expected a positive integer, got '1.5'"),
     ([], "the following arguments are required: COMMAND"),
 ])
@@ -128,12 +128,16 @@ def test_extract_fills_the_cache(capsys, tmp_path):
 
 
 def test_gate_flags_reach_the_config(capsys, tmp_path):
-    from crossgate.cli import build_parser, gate_config_from
+    from crossgate.cli import build_parser, method_configs_from
 
     args = build_parser().parse_args(["bench", "--gate-k", "all", "--gate-d-proj", "64", "--gate-epochs", "3",
-                                      "--gate-text-space", "native"])
-    cfg = gate_config_from(args)
+                                      "--gate-text-space", "native", "--probe-iterations", "7",
+                                      "--gda-alphas", "0.5,2", "--gate-joint-k-grid", "1,all"])
+    configs = method_configs_from(args)
+    cfg = configs["gate"]
     assert (cfg.k, cfg.d_proj, cfg.epochs, cfg.text_space, cfg.lr) == ("all", 64, 3, "native", 1e-3)
+    assert configs["linear"] is configs["crossmodal"] and configs["linear"].iterations == 7
+    assert configs["gda"].alphas == (0.5, 2.0) and configs["gate-joint"].k_grid == (1, "all")
 
 
 def test_explain_prints_selected_texts(capsys, tmp_path):

@@ -88,23 +88,26 @@ def test_zeroshot_needs_text_and_ignores_image_labels():
 
 def test_logreg_chooses_l2_on_validation():
     x, y, text = blobs(spread=1.0)
-    clf = create_method("logreg", l2_grid=(1e-4, 10.0)).fit(x, y, val=blobs(spread=1.0, seed=5)[:2])
+    from crossgate.methods.linear import LogRegConfig
+
+    clf = create_method("logreg", config=LogRegConfig(l2_grid=(1e-4, 10.0))).fit(x, y, val=blobs(spread=1.0,
+                                                                                               seed=5)[:2])
     assert clf.chosen_["l2"] in (1e-4, 10.0)
-    assert create_method("logreg", l2_grid=(0.5,)).fit(x, y).chosen_ == {"l2": 0.5}
+    assert create_method("logreg", config=LogRegConfig(l2_grid=(0.5,))).fit(x, y).chosen_ == {"l2": 0.5}
 
 
 def test_gate_settings_the_text_pool_cannot_take_are_user_errors():
     from dataclasses import replace
 
-    from crossgate.methods.gate import GateConfig
+    from crossgate.methods.gate import GateConfig, JointConfig
 
     x, y, text = blobs()
     short_native = replace(text, native=text.native[:, :8])  # an unaligned text tower, as lite's MiniLM
-    for method in ("gate", "gate-joint"):
+    for method, cfg in (("gate", GateConfig(text_space="native")), ("gate-joint", JointConfig(text_space="native"))):
         with pytest.raises(UserError, match="tied gate initialisation needs text features in image space"):
-            create_method(method, gate_config=GateConfig(text_space="native")).fit(x, y, text=short_native)
+            create_method(method, config=cfg).fit(x, y, text=short_native)
     too_big = r"k=9 is larger than the number of texts N=8; use k <= 8 or 'all' \(--gate-k\)"
     with pytest.raises(UserError, match=too_big):
-        create_method("gate", gate_config=GateConfig(k=9)).fit(x, y, text=text)
-    fitted = create_method("gate", gate_config=GateConfig(text_space="native", init="default", epochs=2))
+        create_method("gate", config=GateConfig(k=9)).fit(x, y, text=text)
+    fitted = create_method("gate", config=GateConfig(text_space="native", init="default", epochs=2))
     assert fitted.fit(x, y, text=short_native).predict(x).shape == y.shape

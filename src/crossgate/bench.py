@@ -4,9 +4,7 @@ Resumable: runs already in the results file are skipped. No printing; progress g
 """
 from __future__ import annotations
 
-import inspect
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +14,8 @@ import numpy as np
 from . import __version__
 from .cache import DatasetFeatures
 from .errors import UserError
-from .methods import METHODS, FewShotClassifier, create_method, list_methods
-from .methods.gate import GateConfig
-from .methods.probe import ProbeSearch
-from .model import jsonable
+from .methods import FewShotClassifier, list_methods
+from .pipeline import fit_one, pct
 from .results import append_row, read_rows, repair, run_key
 from .storage import ensure_writable_dir
 
@@ -37,8 +33,7 @@ class BenchConfig:
     seeds: tuple[int, ...] = DEFAULT_SEEDS  # one few-shot draw (and method seed) each
     methods: tuple[str, ...] = field(default_factory=tuple)  # empty: every registered method
     out: Path = Path("crossgate-demo")  # results.jsonl, summary.md, summary.csv, plots
-    gate: GateConfig = field(default_factory=GateConfig)  # for the methods built on the dynamic gate
-    probe: ProbeSearch = field(default_factory=ProbeSearch)  # Lin et al.'s search for linear / crossmodal
+    configs: dict = field(default_factory=dict)  # method name -> its config dataclass; absent: its defaults
     jobs: int = 1  # worker processes; each fits whole (shots, seed) draws single-threaded
     setup: dict = field(default_factory=dict)  # what else shapes the rows (views, templates); must match to resume
     corruptions: tuple = ()  # Corruption(name, severity): fitted heads also scored on corrupted test data
@@ -61,48 +56,6 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def _pct(value: float) -> float:
-    return round(100.0 * value, 4)
-
-
-def make_method(method: str, seed: int, gate: GateConfig | None = None, probe: ProbeSearch | None = None):
-    """A fresh estimator; the gate and probe-search settings go to the methods that take them."""
-    params = {"random_state": seed}
-    accepted = inspect.signature(METHODS.factory(method)).parameters
-    if gate is not None and "gate_config" in accepted:
-        params["gate_config"] = gate
-    if probe is not None and "search" in accepted and method in ("linear", "crossmodal"):
-        params["search"] = probe
-    return create_method(method, **params)
-
-
-def fit_one(features: DatasetFeatures, method: str, shots: int, seed: int, gate: GateConfig | None = None,
-            probe: ProbeSearch | None = None) -> tuple[FewShotClassifier, dict]:
-    """Fit one method on one few-shot draw: the fitted estimator and its results row (accuracies in %)."""
-    split = features.few_shot(shots, seed)
-    xtr, ytr = features.few_shot_train(split.train)
-    xval, yval = features.val.x[split.val], features.val.labels[split.val]
-    clf = make_method(method, seed, gate, probe)
-    start = time.perf_counter()
-    clf.fit(xtr, ytr, text=features.text, val=(xval, yval))
-    fit_seconds = time.perf_counter() - start
-    extra = {}
-    if hasattr(clf, "top1_true_class_rate"):  # how often the gate's first pick is a text of the true class
-        extra["gate_top1_true_class"] = _pct(clf.top1_true_class_rate(features.test.x, features.test.labels))
-    return clf, {
-        **extra,
-        "method": method, "shots": shots, "seed": seed,
-        "acc_train": _pct(clf.score(xtr, ytr)),
-        "acc_val": _pct(clf.score(xval, yval)),
-        "acc_test": _pct(clf.score(features.test.x, features.test.labels)),
-        "fit_seconds": round(fit_seconds, 4),
-        "hparams": {k: v for k, v in clf.chosen_.items()},
-        "params": jsonable(clf.get_params()),
-        "n_train": len(ytr), "n_val": len(yval), "n_test": len(features.test.labels),
-        "split_source": split.source, "train_views": features.train_views(),
-    }
-
-
 def corruption_rows(clf: FewShotClassifier, features: DatasetFeatures, clean: dict, corruptions) -> list[dict]:
     """One row per corruption: the fitted head scored on corrupted test images, or consulting corrupted
     prompts; for gate methods also how often the top-1 selected text moved and how often it is of the
@@ -115,20 +68,20 @@ def corruption_rows(clf: FewShotClassifier, features: DatasetFeatures, clean: di
         head, x = (clf, data.x) if c.kind == "image" else (clf.with_text(data), test.x)
         row = {k: clean[k] for k in ("method", "shots", "seed", "n_train", "n_val", "n_test", "split_source",
                                      "train_views", "hparams")}
-        row.update(corruption=c.name, severity=c.severity, acc_test=_pct(head.score(x, test.labels)),
+        row.update(corruption=c.name, severity=c.severity, acc_test=pct(head.score(x, test.labels)),
                    acc_clean=clean["acc_test"])
         if clean_top1 is not None:
             top1 = head.explain(x)[0][:, 0]
-            row["gate_top1_shift"] = _pct(float(np.mean(top1 != clean_top1)))
-            row["gate_top1_true_class"] = _pct(head.top1_true_class_rate(x, test.labels))
+            row["gate_top1_shift"] = pct(float(np.mean(top1 != clean_top1)))
+            row["gate_top1_true_class"] = pct(head.top1_true_class_rate(x, test.labels))
         rows.append(row)
     return rows
 
 
-def run_one(features: DatasetFeatures, method: str, shots: int, seed: int, gate: GateConfig | None = None,
-            probe: ProbeSearch | None = None, corruptions: tuple = ()) -> list[dict]:
+def run_one(features: DatasetFeatures, method: str, shots: int, seed: int, config=None,
+            corruptions: tuple = ()) -> list[dict]:
     """The clean row, then one row per corruption."""
-    clf, row = fit_one(features, method, shots, seed, gate, probe)
+    clf, row = fit_one(features, method, shots, seed, config)
     return [row] + corruption_rows(clf, features, row, corruptions)
 
 
@@ -187,7 +140,7 @@ def run_bench(config: BenchConfig, features: DatasetFeatures, backbone_identity:
         if on_run:
             on_run(results[0], (config.dataset, config.backbone, *job))
 
-    jobs = [(m, k, s, config.gate, config.probe, config.corruptions) for m, k, s in todo]
+    jobs = [(m, k, s, config.configs.get(m), config.corruptions) for m, k, s in todo]
     if config.jobs > 1 and len(jobs) > 1:
         import multiprocessing as mp
 

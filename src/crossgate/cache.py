@@ -20,45 +20,10 @@ from .datasets.base import SPLITS, Dataset
 from .encoders.base import Encoder
 from .errors import UserError
 from .extraction import ON_BAD_IMAGE, Chunks, UnreadableImages, chunk_summary, encode_chunks, entry_lock, merge_chunks
+from .features import ImageFeatures, TextFeatures, unit_rows  # noqa: F401  (re-exported)
 from .storage import ensure_writable_dir, load_arrays, save_arrays
 
 log = logging.getLogger("crossgate")
-
-
-@dataclass(frozen=True)
-class ImageFeatures:
-    x: np.ndarray  # (N, D_img) float32
-    labels: np.ndarray  # (N,) int64
-    kept: np.ndarray | None = None  # positions in the split of these rows when unreadable images were skipped
-
-    def rows(self, positions: np.ndarray, what: str, paths: list[str] | None = None) -> np.ndarray:
-        """Rows of the given split positions; a position whose image was skipped is a UserError."""
-        if self.kept is None:
-            return np.asarray(positions)
-        rows = np.searchsorted(self.kept, positions)
-        missing = [int(p) for p, r in zip(positions, rows, strict=True)
-                   if r >= len(self.kept) or self.kept[r] != p]
-        if missing:
-            names = [paths[p] if paths else f"#{p}" for p in missing]
-            raise UserError(f"{len(missing)} {what} image(s) were skipped as unreadable: {', '.join(names)}; "
-                            "fix those files (the published split needs them)")
-        return rows
-
-
-@dataclass(frozen=True)
-class TextFeatures:
-    """Every class name in every template, encoded."""
-
-    x: np.ndarray  # (M, D_text) float32, in image space when the backbone aligns them
-    native: np.ndarray  # (M, D_native) the text tower's own output (unaligned for `lite`)
-    labels: np.ndarray  # (M,) class of each prompt
-    texts: list[str]
-
-    def class_means(self) -> np.ndarray:
-        """(C, D): per class the mean of its unit-norm template features, renormalised (CLIP's recipe)."""
-        x = unit_rows(self.x)
-        means = np.stack([x[self.labels == c].mean(0) for c in range(int(self.labels.max()) + 1)])
-        return unit_rows(means)
 
 
 @dataclass(frozen=True)
@@ -98,12 +63,6 @@ class DatasetFeatures:
         """Features and labels of the chosen training images, in every cached view (flipped copies after)."""
         views = [self.train] + ([self.train_flip] if self.train_flip is not None else [])
         return (np.concatenate([v.x[indices] for v in views]), np.concatenate([v.labels[indices] for v in views]))
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm; an all-zero row stays zero instead of dividing by zero."""
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
 
 
 def _versions() -> dict:

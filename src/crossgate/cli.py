@@ -62,69 +62,63 @@ def name_list(text: str) -> tuple[str, ...]:
     return () if items == ("all",) else items
 
 
-def patience_value(text: str) -> int | None:
-    return None if text == "none" else positive_int(text)
-
-
 def shots_value(text: str) -> int | str:
     return "all" if text == "all" else positive_int(text)
 
 
-def k_value(text: str) -> int | str:
-    return "all" if text == "all" else positive_int(text)
+def method_flag_groups() -> dict[str, tuple[type, list[str]]]:
+    """flag prefix -> (config class, the methods it configures): every registered method's config fields
+    become flags --<prefix>-<field>; methods sharing a config class with a flag_prefix share its flags."""
+    from .config import flag_prefix
+    from .methods import METHODS
+
+    groups: dict[str, tuple[type, list[str]]] = {}
+    for name in METHODS.names():
+        cls = METHODS.factory(name).config_class
+        if cls is None:
+            continue
+        prefix = flag_prefix(cls, name)
+        if prefix in groups and groups[prefix][0] is not cls:
+            raise ValueError(f"flag prefix {prefix!r} is claimed by {groups[prefix][0].__name__} and {cls.__name__}")
+        groups.setdefault(prefix, (cls, []))[1].append(name)
+    return groups
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+def _field_type(cls, name: str):
+    from .config import parse_field
+
+    def parse(text: str):
+        try:
+            return parse_field(cls, name, text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = name  # argparse names the type in its error message
+    return parse
 
 
-def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
+def add_method_flags(p: argparse.ArgumentParser) -> None:
+    from .config import config_fields, default_text
+
+    for prefix, (cls, methods) in method_flag_groups().items():
+        group = p.add_argument_group(f"{', '.join(methods)} (--{prefix}-*)")
+        for f in config_fields(cls):
+            group.add_argument(f"--{prefix}-{f.name.replace('_', '-')}", dest=f"config:{prefix}:{f.name}",
+                               type=_field_type(cls, f.name), default=None,
+                               metavar=f.name.upper(),
+                               help=f"{f.metadata.get('help', '')} (default: {default_text(f)})")
 
 
-def non_negative_float(text: str) -> float:
-    return 0.0 if text.strip() in ("0", "0.0") else positive_float(text)
+def method_configs_from(args) -> dict:
+    """method name -> its config: the defaults, with the flags given on the command line."""
+    from .config import config_fields
 
-
-# GateConfig fields -> flag parsers; every field is a flag `--gate-<field>` (defaults: the paper's)
-GATE_FLAG_TYPES = {"d_proj": positive_int, "k": k_value, "lambda_rec": non_negative_float,
-                   "lambda_align": non_negative_float, "lr": positive_float, "epochs": positive_int,
-                   "step_epochs": positive_int, "gamma": positive_float, "eval_every": positive_int,
-                   "batch_size": positive_int, "text_ratio": fraction, "text_space": str, "init": str}
-GATE_CHOICES = {"text_space": ("image", "native"), "init": ("tied", "default")}
-
-
-def add_gate_flags(p: argparse.ArgumentParser) -> None:
-    from dataclasses import fields
-
-    from .methods.gate import GateConfig
-
-    group = p.add_argument_group("dynamic gate (defaults from the paper, section 5.6; gate-joint searches k and "
-                                 "d_proj itself and takes the other fields)")
-    for f in fields(GateConfig):
-        group.add_argument(f"--gate-{f.name.replace('_', '-')}", dest=f"gate_{f.name}", type=GATE_FLAG_TYPES[f.name],
-                           choices=GATE_CHOICES.get(f.name), default=f.default, metavar=None
-                           if f.name in GATE_CHOICES else f.name.upper(), help=f"default: {f.default}")
-
-
-def gate_config_from(args):
-    from dataclasses import fields
-
-    from .methods.gate import GateConfig
-
-    return GateConfig(**{f.name: getattr(args, f"gate_{f.name}") for f in fields(GateConfig)})
+    configs = {}
+    for prefix, (cls, methods) in method_flag_groups().items():
+        given = {f.name: getattr(args, f"config:{prefix}:{f.name}", None) for f in config_fields(cls)}
+        config = cls(**{k: v for k, v in given.items() if v is not None})
+        configs.update({m: config for m in methods})
+    return configs
 
 
 def add_template_flag(p: argparse.ArgumentParser) -> None:
@@ -193,11 +187,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"output directory (default: {out_default}); finished runs in it are skipped")
         p.add_argument("--jobs", type=positive_int, default=min(os.cpu_count() or 1, 4),
                        help="worker processes fitting (shots, seed) draws in parallel (default: cores, at most 4)")
-        p.add_argument("--probe-iterations", type=positive_int, default=12_800,
-                       help="steps per setting of linear / crossmodal's search (default: 12800, Lin et al.)")
-        p.add_argument("--probe-patience", type=patience_value, default=None,
-                       help="stop a search setting after this many validations without improvement "
-                            "(default: none, Lin et al.; faster, but may change the choice)")
         p.add_argument("--corrupt", type=corruption_specs, metavar="SPEC[,SPEC...]",
                        default=corruption_specs(corrupt_default) if corrupt_default else (),
                        help="also score the fitted heads on corrupted test data: NAME[:S or S1-S2] with severity "
@@ -206,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--corrupt-seed", type=non_negative_int, default=0,
                        help="seed of the corruptions (default: 0; the same corrupted data for every run)")
         add_template_flag(p)
-        add_gate_flags(p)
+        add_method_flags(p)
 
     add_bench_args(sub.add_parser("bench", parents=[common], help="few-shot benchmark: methods x shots x seeds"),
                    "crossgate-runs/bench")
@@ -223,11 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training images per class, or 'all' for every train image (default: all)")
     p.add_argument("--seed", type=positive_int, default=1, help="few-shot draw and method seed (default: 1)")
     p.add_argument("--out", type=Path, required=True, help="model folder to write (model.safetensors + model.json)")
-    p.add_argument("--probe-iterations", type=positive_int, default=12_800,
-                   help="steps per setting of linear / crossmodal's search (default: 12800)")
-    p.add_argument("--probe-patience", type=patience_value, default=None, help="see `crossgate bench --help`")
     add_template_flag(p)
-    add_gate_flags(p)
+    add_method_flags(p)
 
     p = sub.add_parser("predict", parents=[common], help="classify image files with a saved model")
     p.add_argument("model", type=Path, help="a folder written by `crossgate train`")
@@ -250,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int_list, default=None,
                    help="indices into the split (default: the first of each class)")
     add_template_flag(p)
-    add_gate_flags(p)
+    add_method_flags(p)
 
     p = sub.add_parser("split", parents=[common], help="few-shot splits: `split show DATASET --shots K --seed S`")
     split_sub = p.add_subparsers(dest="split_command", metavar="ACTION", parser_class=_Parser)
@@ -276,28 +262,12 @@ def build_settings(args):
                     **({"offline": True} if args.offline else {}))
 
 
-def _feature_cache(settings):
-    from .cache import FeatureCache
-
-    return FeatureCache(settings.cache_dir, settings.batch_size, settings.workers, settings.progress,
-                        settings.on_bad_image, settings.chunk_images)
-
-
 def _load(args, settings):
     """The encoder, the dataset and their (cached) features, with the corrupted test data --corrupt asks for."""
-    from dataclasses import replace
+    from .pipeline import load_features
 
-    from .datasets import load_dataset
-    from .encoders import create_encoder
-
-    dataset = load_dataset(args.dataset, settings, templates=getattr(args, "templates", None))
-    encoder = create_encoder(args.backbone, cache_dir=settings.cache_dir, device=settings.torch_device())
-    cache = _feature_cache(settings)
-    feats = cache.features(encoder, dataset, flip=getattr(args, "flip", False))
-    if getattr(args, "corrupt", ()):
-        feats = replace(feats, corrupted=cache.corrupted_features(encoder, dataset, args.corrupt,
-                                                                  args.corrupt_seed))
-    return encoder, dataset, feats
+    return load_features(settings, args.dataset, args.backbone, getattr(args, "templates", None),
+                         getattr(args, "flip", False), getattr(args, "corrupt", ()), getattr(args, "corrupt_seed", 0))
 
 
 def cmd_list(args, settings) -> int:
@@ -328,6 +298,7 @@ def cmd_extract(args, settings) -> int:
     from . import distributed
     from .datasets import SPLITS, load_dataset
     from .encoders import create_encoder
+    from .pipeline import feature_cache
 
     start = time.perf_counter()
     group = distributed.start(settings.torch_device())
@@ -335,7 +306,7 @@ def cmd_extract(args, settings) -> int:
         dataset = load_dataset(args.dataset, settings, templates=args.templates)
         encoder = create_encoder(args.backbone, cache_dir=settings.cache_dir,
                                  device=group.device(settings.torch_device()))
-        cache = _feature_cache(settings)
+        cache = feature_cache(settings)
         cache.ensure_features(encoder, dataset, args.flip, group.rank, group.world, group.barrier)
         if group.rank == 0:
             texts = cache.text_features(encoder, dataset)
@@ -352,15 +323,13 @@ def cmd_bench(args, settings) -> int:
     from tqdm.auto import tqdm
 
     from .bench import BenchConfig, run_bench
-    from .methods.probe import ProbeSearch
     from .report import markdown_table, robustness_markdown, summarize, write_reports
 
     config = BenchConfig(dataset=args.dataset, backbone=args.backbone, shots=args.shots, seeds=args.seeds,
-                         methods=args.methods, out=args.out, gate=gate_config_from(args), jobs=args.jobs,
+                         methods=args.methods, out=args.out, configs=method_configs_from(args), jobs=args.jobs,
                          setup={"train_views": ["center", "flip"] if args.flip else ["center"],
                                 "templates": args.templates, "corrupt_seed": args.corrupt_seed},
-                         corruptions=args.corrupt,
-                         probe=ProbeSearch(iterations=args.probe_iterations, patience=args.probe_patience))
+                         corruptions=args.corrupt)
     n_runs = len(config.resolved_methods()) * len(config.shots) * len(config.seeds)  # validates names early
     encoder, dataset, feats = _load(args, settings)
     with tqdm(total=n_runs, desc="fits", unit="run", disable=not settings.progress, dynamic_ncols=True) as bar:
@@ -376,18 +345,16 @@ def cmd_bench(args, settings) -> int:
 
 
 def cmd_train(args, settings) -> int:
-    from .bench import fit_one
     from .methods import METHODS
-    from .methods.probe import ProbeSearch
     from .model import SavedModel, save_model
+    from .pipeline import fit_one
 
     if args.method not in METHODS:
         raise UserError(f"unknown method {args.method!r}; available: {', '.join(METHODS.names())}")
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"{args.out} is a file; a model is saved as a folder, choose another --out")
     encoder, dataset, feats = _load(args, settings)
-    clf, row = fit_one(feats, args.method, args.shots, args.seed, gate_config_from(args),
-                       ProbeSearch(iterations=args.probe_iterations, patience=args.probe_patience))
+    clf, row = fit_one(feats, args.method, args.shots, args.seed, method_configs_from(args).get(args.method))
     out = save_model(args.out, SavedModel(classifier=clf, method=args.method, backbone=args.backbone,
                                           backbone_identity=encoder.identity, classnames=feats.classnames,
                                           templates=list(dataset.templates), dataset=dataset.identity, info=row))
@@ -422,31 +389,18 @@ def cmd_predict(args, settings) -> int:
 
     import numpy as np
 
-    from .datasets.base import files_split
     from .encoders import create_encoder
-    from .extraction import UnreadableImages, encode_batches
     from .model import load_model
+    from .pipeline import encode_files
 
     model = load_model(args.model)
     files = _image_files(args.images)
     name = args.backbone or model.backbone
     encoder = create_encoder(name, cache_dir=settings.cache_dir, device=settings.torch_device())
     model.check_backbone(encoder.identity, name)
-    items = files_split(Path.cwd(), [str(f) for f in files], np.zeros(len(files)), "it was given on the command line")
-    good, feats, bad = [], [], []
-    for positions, x, errors in encode_batches(encoder, items, list(range(len(files))), settings.batch_size,
-                                               settings.workers):
-        good += positions
-        feats += [x] if x is not None else []
-        bad += errors
-    if bad and settings.on_bad_image == "fail":
-        raise UnreadableImages([str(files[i]) for i, _ in bad], bad[0][1])
+    x, files, bad = encode_files(encoder, files, settings)
     if bad:
-        print(f"crossgate: skipped {len(bad)} unreadable image(s): {', '.join(str(files[i]) for i, _ in bad)}",
-              file=sys.stderr)
-    if not good:
-        raise UserError("none of the given images could be read")
-    x, files = np.concatenate(feats), [files[i] for i in good]
+        print(f"crossgate: skipped {len(bad)} unreadable image(s): {', '.join(map(str, bad))}", file=sys.stderr)
     clf = model.classifier
     proba = clf.predict_proba(x)
     explain = clf.explain(x) if hasattr(clf, "explain") else None
@@ -473,13 +427,13 @@ def cmd_predict(args, settings) -> int:
 def cmd_explain(args, settings) -> int:
     import numpy as np
 
-    from .bench import fit_one
     from .methods import METHODS
+    from .pipeline import fit_one
 
     if not hasattr(METHODS.factory(args.method), "explain"):
         raise UserError(f"method {args.method!r} has no gate to explain; use gate or gate-joint")
     encoder, dataset, feats = _load(args, settings)
-    clf, _ = fit_one(feats, args.method, args.shots, args.seed, gate_config_from(args))
+    clf, _ = fit_one(feats, args.method, args.shots, args.seed, method_configs_from(args).get(args.method))
     images = feats.split(args.split)
     if args.images is None:
         chosen = [int(np.flatnonzero(images.labels == c)[0]) for c in np.unique(images.labels)]

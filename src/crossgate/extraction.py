@@ -8,10 +8,8 @@ number of images. Chunks can also be shared out among processes (torchrun ranks)
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -188,12 +186,9 @@ def merge_chunks(chunks: Chunks, labels: np.ndarray, dim: int, meta: dict, on_ba
 def entry_lock(stem: Path):
     """An exclusive lock on one cache entry: a second process computing the same entry waits, then finds
     it done. The lock file holds no data, so a lock left by a killed process is released by the kernel."""
+    from filelock import FileLock
+
     path = Path(stem).with_name(Path(stem).name + ".lock")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with FileLock(path):
         yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)

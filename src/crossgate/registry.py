@@ -24,6 +24,10 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def unregister(self, name: str) -> None:
+        """Remove an entry (tests register throwaway entries and take them back)."""
+        self._entries.pop(name, None)
+
     def names(self) -> list[str]:
         return list(self._entries)
 

@@ -98,3 +98,18 @@ def cross_modal_batches(n_images: int, n_texts: int, batch_size: int, text_ratio
             txt_idx = torch.zeros(0, dtype=torch.long)
         batches.append((img_idx, txt_idx))
     return batches
+
+
+def dassl_lr(epoch: int, base: float, total: int, warmup_lr: float = 1e-5) -> float:
+    """Learning rate of epoch `epoch` (from 0) under Dassl's cosine schedule with one constant warm-up epoch
+    (the CoOp-family trainers CLAP and TaskRes use): epoch 0 at warmup_lr, then cosine from the base rate,
+    the cosine counted from epoch 1."""
+    if epoch == 0:
+        return warmup_lr
+    return base * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / total))
+
+
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """One shuffled pass over n samples in batches of batch_size (the last one may be smaller)."""
+    order = torch.randperm(n, generator=generator)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]

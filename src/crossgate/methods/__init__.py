@@ -1,4 +1,5 @@
-from . import zeroshot, probe, tip, linear, gate  # noqa: F401, I001  (registers methods; this order is the listing order)
+# registers the methods; this order is the listing order
+from . import zeroshot, probe, tip, linear, gda, proker, lpp, clap, ape, taskres, gate  # noqa: F401, I001
 from .base import METHODS, FewShotClassifier
 
 
@@ -10,4 +11,9 @@ def list_methods() -> list[str]:
     return METHODS.names()
 
 
-__all__ = ["METHODS", "FewShotClassifier", "create_method", "list_methods"]
+def config_class(name: str):
+    """The config dataclass a method registered with itself."""
+    return METHODS.factory(name).config_class
+
+
+__all__ = ["METHODS", "FewShotClassifier", "config_class", "create_method", "list_methods"]

@@ -1,7 +1,12 @@
 """scikit-learn-style few-shot classifiers over cached feature arrays.
 
-`__init__` only stores hyperparameters; `fit` learns state whose names end in `_`; hyperparameters that a
+`__init__` only stores hyperparameters: `config` (the method's own config dataclass, `config_class`; None
+means its defaults) and `random_state`. `fit` learns state whose names end in `_`; hyperparameters that a
 method searches are chosen on the few-shot validation split passed to `fit`, never on test data.
+
+Adding a method is one file: a config dataclass (see crossgate.config), an estimator with
+`config_class = ThatConfig`, and `@METHODS.register("name", help="... (Author et al., Venue Year)")`.
+Its CLI flags, bench settings, results rows and saved models follow from the config.
 """
 from __future__ import annotations
 
@@ -10,8 +15,8 @@ import inspect
 import numpy as np
 import torch
 
-from ..cache import TextFeatures, unit_rows  # noqa: F401  (unit_rows: re-exported for the methods)
 from ..errors import UserError
+from ..features import TextFeatures, unit_rows  # noqa: F401  (unit_rows: re-exported for the methods)
 from ..registry import Registry
 
 
@@ -39,10 +44,38 @@ def check_labels(y, n: int, what: str = "y") -> np.ndarray:
 
 class FewShotClassifier:
     uses_text = False  # True when fit needs the class text features
+    config_class = None  # the method's config dataclass
 
-    def get_params(self) -> dict:
+    def __init__(self, config=None, random_state: int | None = None):
+        self.config = config  # the method's config dataclass; None means its defaults
+        self.random_state = random_state  # seeds initialisation and batch draws where the method has any
+
+    def _config(self):
+        """The config in force: the one given, else the defaults."""
+        if self.config is None:
+            return self.config_class()
+        if not isinstance(self.config, self.config_class):
+            raise UserError(f"{type(self).__name__} takes a {self.config_class.__name__} as config, "
+                            f"got {type(self.config).__name__}")
+        return self.config
+
+    def _seed(self) -> int:
+        seed = 0 if self.random_state is None else self.random_state
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 63:
+            raise UserError(f"random_state must be an integer in [0, 2**63), got {seed!r}")
+        return int(seed)
+
+    def get_params(self, deep: bool = True) -> dict:
         names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
         return {n: getattr(self, n) for n in names}
+
+    def set_params(self, **params) -> FewShotClassifier:
+        valid = self.get_params()
+        for name, value in params.items():
+            if name not in valid:
+                raise UserError(f"{type(self).__name__} has no parameter {name!r}; it takes {', '.join(valid)}")
+            setattr(self, name, value)
+        return self
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
@@ -53,15 +86,26 @@ class FewShotClassifier:
         y = check_labels(y, len(x))
         if self.uses_text and text is None:
             raise UserError(f"{type(self).__name__} needs the class text features: pass text=")
-        n_classes = int(text.labels.max()) + 1 if text is not None else int(y.max()) + 1
+        if text is not None and not isinstance(text, TextFeatures):
+            raise UserError(f"text= must be a TextFeatures, got {type(text).__name__}")
+        if len(y) == 0:
+            raise UserError("fit needs at least one training sample")
+        n_classes = text.n_classes if text is not None else int(y.max()) + 1
         if len(y) and y.max() >= n_classes:
             raise UserError(f"label {int(y.max())} is out of range for {n_classes} classes")
         if val is not None:
             xv = check_features(val[0], "validation X", x.shape[1])
             val = (xv, check_labels(val[1], len(xv), "validation y"))
+        if text is not None and text.x.shape[1] != x.shape[1]:
+            raise UserError(f"text features have {text.x.shape[1]} dimensions but images have {x.shape[1]}; "
+                            "both must come from one backbone")
         self.n_features_in_ = x.shape[1]
         self.n_classes_ = n_classes
         return x, y, val
+
+    def _val_or_train(self, x, y, val):
+        """The few-shot validation split; without one, selection falls back to the training data."""
+        return val if val is not None else (x, y)
 
     def fit(self, x, y, *, text: TextFeatures | None = None, val=None) -> FewShotClassifier:
         raise NotImplementedError

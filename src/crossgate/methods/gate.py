@@ -13,36 +13,45 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..config import param
 from ..errors import UserError
 from ..fusion import DynamicGate, class_text_proj, gate_loss, resolve_k
 from ..train import TrainConfig, cross_modal_batches, train
 from .base import METHODS, FewShotClassifier, unit_rows
-from .linear import LogisticProbe
+from .linear import LogisticProbe, LogRegConfig
 
 LOGIT_SCALE = 100.0  # CLIP's and Lin et al.'s fixed cosine-logit scale
 
 
 @dataclass
 class GateConfig:
-    d_proj: int = 512  # shared projection size (the paper does not give it)
-    k: int | str = 5  # texts each image selects; "all" for the whole pool
-    lambda_rec: float = 0.75  # weight of the reconstruction loss (paper 5.6)
-    lambda_align: float = 0.25  # weight of the alignment loss (paper 5.6)
-    lr: float = 1e-3  # Adam learning rate (paper 5.6)
-    epochs: int = 20  # passes over the few-shot images (paper 5.6)
-    step_epochs: int = 5  # StepLR step, in epochs (paper 5.6)
-    gamma: float = 0.5  # StepLR decay (paper 5.6)
-    eval_every: int = 100  # validate every this many iterations, or at each epoch end if epochs are shorter
-    batch_size: int = 32  # samples per batch, images and class texts together (Lin et al.)
-    text_ratio: float = 0.5  # share of each batch that is class-text samples (paper 5.6)
-    text_space: str = "image"  # the gate's text pool: "image" (aligned) or "native" (text tower's own)
-    init: str = "tied"  # "tied" (W_text = W_img, W_final = W_imgᵀ; image text space only) or "default"
+    flag_prefix: ClassVar[str] = "gate"
+
+    d_proj: int = param(512, "shared projection size (the paper does not give it)", positive=True)
+    k: int | str = param(5, "texts each image selects; 'all' for the whole pool", choices=("all",), positive=True)
+    lambda_rec: float = param(0.75, "weight of the reconstruction loss (paper 5.6)")
+    lambda_align: float = param(0.25, "weight of the alignment loss (paper 5.6)")
+    lr: float = param(1e-3, "Adam learning rate (paper 5.6)", positive=True)
+    epochs: int = param(20, "passes over the few-shot images (paper 5.6)", positive=True)
+    step_epochs: int = param(5, "StepLR step, in epochs (paper 5.6)", positive=True)
+    gamma: float = param(0.5, "StepLR decay (paper 5.6)", positive=True)
+    eval_every: int = param(100, "validate every this many iterations, or at each epoch end if epochs are "
+                                 "shorter", positive=True)
+    batch_size: int = param(32, "samples per batch, images and class texts together (Lin et al.)", positive=True)
+    text_ratio: float = param(0.5, "share of each batch that is class-text samples (paper 5.6)", below=1.0)
+    text_space: str = param("image", "the gate's text pool: image (aligned) or native (text tower's own)",
+                            choices=("image", "native"))
+    init: str = param("tied", "tied (W_text = W_img, W_final = W_imgᵀ; image text space only) or default",
+                      choices=("tied", "default"))
+    head_epochs: int = param(300, "full-batch Adam steps of the head on enhanced features (gate only)",
+                             positive=True)
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(lr=self.lr, epochs=self.epochs, step_epochs=self.step_epochs, gamma=self.gamma,
@@ -50,6 +59,8 @@ class GateConfig:
 
     def validate(self, n_texts: int, d_img: int, d_text: int) -> None:
         """Raise UserError, naming the flag to change, for settings this text pool cannot take."""
+        if not 0 <= self.text_ratio < 1:
+            raise UserError(f"gate text ratio must be in [0, 1), got {self.text_ratio} (--gate-text-ratio)")
         if self.text_space not in ("image", "native"):
             raise UserError(f"gate text space must be 'image' or 'native', got {self.text_space!r}")
         try:
@@ -110,7 +121,7 @@ class _GateBase(FewShotClassifier):
     def with_text(self, text):
         other = copy.copy(self)
         other._store_text(text)
-        other.pool_ = _text_pool(text, (self.gate_config or GateConfig()).text_space)
+        other.pool_ = _text_pool(text, self._config().text_space)
         return other
 
     @staticmethod
@@ -133,23 +144,18 @@ class _GateBase(FewShotClassifier):
         return float(np.mean(self.text_labels_[indices[:, 0]] == np.asarray(y)))
 
 
-@METHODS.register("gate")
+@METHODS.register("gate", help="The paper's dynamic gate trained with its combined loss, then a "
+                               "text-initialised head on its output (Shah, Attention Improves Multimodality)")
 class Gate(_GateBase):
-    """The paper's dynamic gate trained with its combined loss, then a text-initialised head on its output."""
-
-    def __init__(self, gate_config: GateConfig | None = None, head_epochs: int = 300,
-                 random_state: int | None = None):
-        self.gate_config = gate_config  # GateConfig; None means the paper's defaults
-        self.head_epochs = head_epochs  # full-batch Adam steps of the head on enhanced features
-        self.random_state = random_state  # seeds initialisation and batch order
+    config_class = GateConfig  # None means the paper's defaults; random_state seeds init and batch order
 
     def fit(self, x, y, *, text=None, val=None):
         x, y, val = self._check_fit(x, y, text, val)
-        cfg = self.gate_config or GateConfig()
+        cfg = self._config()
         data = _prepare(x, y, text, val, cfg.text_space)
         cfg.validate(len(text.labels), data.x.shape[1], data.pool.shape[1])
-        gen = torch.Generator().manual_seed(self.random_state or 0)
-        torch.manual_seed(self.random_state or 0)
+        gen = torch.Generator().manual_seed(self._seed())
+        torch.manual_seed(self._seed())
         gate = DynamicGate(data.x.shape[1], data.pool.shape[1], cfg.d_proj, cfg.k, cfg.init)
 
         def loss_fn(batch):
@@ -175,7 +181,7 @@ class Gate(_GateBase):
         gate.requires_grad_(False)
         self.gate_ = gate
         self.pool_ = data.pool
-        self.head_ = self._fit_head(data)
+        self.head_ = self._fit_head(data, cfg.head_epochs)
         self._store_text(text)
         self.chosen_ = {"gate_best_iteration": result.best_iteration, "gate_iterations": result.iterations}
         return self
@@ -186,7 +192,7 @@ class Gate(_GateBase):
     def _build_module(self, name, spec):
         return self._new_gate(spec)
 
-    def _fit_head(self, data: _Data) -> torch.Tensor:
+    def _fit_head(self, data: _Data, epochs: int) -> torch.Tensor:
         """Cosine head on enhanced features of the images and class texts, initialised from the texts."""
         with torch.no_grad():
             feats = self.gate_(torch.cat([data.x, data.text_x]), data.pool).enhanced
@@ -204,7 +210,7 @@ class Gate(_GateBase):
             return float((logits.argmax(1) == val_labels).float().mean()), -float(F.cross_entropy(logits, val_labels))
 
         train(head, loss_fn, lambda epoch: [None], evaluate,
-              TrainConfig(lr=1e-3, epochs=self.head_epochs, step_epochs=10 ** 9, eval_every=10))
+              TrainConfig(lr=1e-3, epochs=epochs, step_epochs=10 ** 9, eval_every=10))
         return head.weight.detach()
 
     def _logits(self, x):
@@ -215,15 +221,28 @@ class Gate(_GateBase):
 
 @dataclass
 class JointConfig:
-    steps: int = 100  # full-batch Adam steps (few-shot sets are small enough to use every sample each step)
-    lr: float = 1e-3  # Adam learning rate
-    eval_every: int = 5  # validate every this many steps (and the warm start); the best state is kept
-    center: bool = True  # subtract the few-shot images' mean (texts: the pool's mean) before normalising
-    aux_weight: float = 1.0  # weight of the paper's combined gate loss next to cross-entropy
-    text_weight: float = 0.5  # share of the cross-entropy on class-text samples (Lin et al.'s batch ratio)
-    l2_grid: tuple = (1e-4, 1e-3, 1e-2)  # L2 strengths of the warm-start probe, chosen on validation
-    k_grid: tuple = (1, 5, "all")  # candidate k, chosen on validation ("all" = whole pool)
-    d_proj_grid: tuple = (256,)  # candidate projection sizes, chosen on validation
+    steps: int = param(100, "full-batch Adam steps (few-shot sets are small enough to use every sample each step)",
+                       positive=True)
+    lr: float = param(1e-3, "Adam learning rate", positive=True)
+    eval_every: int = param(5, "validate every this many steps (and the warm start); the best state is kept",
+                            positive=True)
+    center: bool = param(True, "subtract the few-shot images' mean (texts: the pool's mean) before normalising")
+    aux_weight: float = param(1.0, "weight of the paper's combined gate loss next to cross-entropy")
+    text_weight: float = param(0.5, "share of the cross-entropy on class-text samples (Lin et al.'s batch ratio)")
+    l2_grid: tuple[float, ...] = param((1e-4, 1e-3, 1e-2), "L2 strengths of the warm-start probe, chosen on "
+                                       "validation")
+    k_grid: tuple[int | str, ...] = param((1, 5, "all"), "candidate k, chosen on validation ('all' = whole pool)",
+                                          choices=("all",), positive=True)
+    d_proj_grid: tuple[int, ...] = param((256,), "candidate projection sizes, chosen on validation", positive=True)
+    lambda_rec: float = param(0.75, "weight of the gate's reconstruction loss (paper 5.6)")
+    lambda_align: float = param(0.25, "weight of the gate's alignment loss (paper 5.6)")
+    text_space: str = param("image", "the gate's text pool: image (aligned) or native (text tower's own)",
+                            choices=("image", "native"))
+    init: str = param("tied", "gate initialisation: tied or default", choices=("tied", "default"))
+
+    def gate(self, k, d_proj) -> GateConfig:
+        return GateConfig(d_proj=d_proj, k=k, lambda_rec=self.lambda_rec, lambda_align=self.lambda_align,
+                          text_space=self.text_space, init=self.init)
 
 
 class _JointModel(nn.Module):
@@ -266,26 +285,21 @@ def _center(data: _Data) -> tuple[_Data, dict[str, torch.Tensor]]:
                     xv=norm(data.xv - means["img"], dim=1) if data.xv is not None else None), means)
 
 
-@METHODS.register("gate-joint")
+@METHODS.register("gate-joint", help="Ours: probe warm start + residual gate + text prior, trained end to end; "
+                                     "k chosen on validation")
 class GateJoint(_GateBase):
-    """Ours: probe warm start + residual gate + text prior, trained end to end; k chosen on validation."""
-
-    def __init__(self, config: JointConfig | None = None, gate_config: GateConfig | None = None,
-                 random_state: int | None = None):
-        self.config = config  # JointConfig: optimisation, centering and the validation grid
-        self.gate_config = gate_config  # GateConfig: loss weights and text space (its k, d_proj are searched)
-        self.random_state = random_state
+    config_class = JointConfig  # optimisation, centering, the gate's loss and the validation grid
 
     def fit(self, x, y, *, text=None, val=None):
         x, y, val = self._check_fit(x, y, text, val)
-        cfg, gcfg = self.config or JointConfig(), self.gate_config or GateConfig()
-        data = _prepare(x, y, text, val, gcfg.text_space)
+        cfg = self._config()
+        data = _prepare(x, y, text, val, cfg.text_space)
         self.img_mean_ = torch.zeros(data.x.shape[1])
         self.txt_mean_, self.pool_mean_ = torch.zeros(data.text_x.shape[1]), torch.zeros(data.pool.shape[1])
         if cfg.center:
             data, means = _center(data)
             self.img_mean_, self.txt_mean_, self.pool_mean_ = means["img"], means["txt"], means["pool"]
-        probe = LogisticProbe(l2_grid=cfg.l2_grid).fit(data.x.numpy(), data.y.numpy(), val=(
+        probe = LogisticProbe(LogRegConfig(l2_grid=cfg.l2_grid)).fit(data.x.numpy(), data.y.numpy(), val=(
             (data.xv.numpy(), data.yv.numpy()) if data.xv is not None else None))
         # LogisticProbe normalises rows again; ours are unit-norm already, so its solution applies as is
         probe_w = torch.from_numpy(np.concatenate([probe.coef_, probe.intercept_[:, None]], axis=1))
@@ -294,7 +308,7 @@ class GateJoint(_GateBase):
         best = None
         for d_proj in cfg.d_proj_grid:
             for k in ks:
-                trial = replace(gcfg, k=k, d_proj=d_proj)
+                trial = cfg.gate(k, d_proj)
                 trial.validate(n_texts, data.x.shape[1], data.pool.shape[1])
                 model, result = self._fit_one(data, cfg, trial, probe_w, probe.l2_)
                 if best is None or result.best_score > best[0]:
@@ -308,7 +322,7 @@ class GateJoint(_GateBase):
         return self
 
     def _fit_one(self, data: _Data, cfg: JointConfig, gcfg: GateConfig, probe_w: torch.Tensor, l2: float):
-        torch.manual_seed(self.random_state or 0)
+        torch.manual_seed(self._seed())
         gate = DynamicGate(data.x.shape[1], data.pool.shape[1], gcfg.d_proj, gcfg.k, gcfg.init)
         model = _JointModel(gate, probe_w, data.class_init)
         n_classes = self.n_classes_

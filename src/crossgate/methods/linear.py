@@ -1,9 +1,19 @@
 """Image-only linear probe: multinomial logistic regression on unit-norm features."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from ..config import param
 from .base import METHODS, FewShotClassifier, unit_rows
+
+
+@dataclass
+class LogRegConfig:
+    l2_grid: tuple[float, ...] = param((1e-4, 1e-3, 1e-2), "candidate L2 strengths, chosen on validation; one "
+                                       "value means no search")
+    max_iter: int = param(200, "L-BFGS iterations per fit", positive=True)
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float, max_iter: int = 200,
@@ -24,23 +34,19 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float, ma
     return w.detach()
 
 
-@METHODS.register("logreg")
+@METHODS.register("logreg", help="Image-only multinomial logistic regression fitted exactly (L-BFGS); L2 "
+                                 "strength chosen on few-shot validation")
 class LogisticProbe(FewShotClassifier):
-    """Image-only logistic regression fitted exactly (L-BFGS); L2 strength chosen on few-shot validation."""
-
-    def __init__(self, l2_grid: tuple[float, ...] = (1e-4, 1e-3, 1e-2), max_iter: int = 200,
-                 random_state: int | None = None):
-        self.l2_grid = l2_grid  # candidate L2 strengths; one value means no search
-        self.max_iter = max_iter  # L-BFGS iterations per fit
-        self.random_state = random_state  # unused: the convex fit is deterministic from a zero start
+    config_class = LogRegConfig  # the convex fit is deterministic from a zero start: random_state is unused
 
     def fit(self, x, y, *, text=None, val=None):
         x, y, val = self._check_fit(x, y, text, val)
+        cfg = self._config()
         xt, yt = torch.from_numpy(unit_rows(x)), torch.from_numpy(y)
         best = None
-        for l2 in self.l2_grid:  # best validation accuracy, ties broken by validation loss
-            w = fit_logistic(xt, yt, self.n_classes_, l2, self.max_iter)
-            if val is None or len(self.l2_grid) == 1:
+        for l2 in cfg.l2_grid:  # best validation accuracy, ties broken by validation loss
+            w = fit_logistic(xt, yt, self.n_classes_, l2, cfg.max_iter)
+            if val is None or len(cfg.l2_grid) == 1:
                 best = (0.0, 0.0, l2, w)
                 break
             logits = torch.from_numpy(unit_rows(val[0])) @ w[:, :-1].T + w[:, -1]

@@ -12,10 +12,12 @@ import math
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 
+from ..config import param
 from .base import METHODS, FewShotClassifier, unit_rows
 
 LOGIT_SCALE = 100.0
@@ -23,26 +25,51 @@ LOGIT_SCALE = 100.0
 
 @dataclass
 class ProbeSearch:
-    lrs: tuple[float, ...] = (1e-3, 1e-4)  # AdamW learning rates (Lin et al.)
-    weight_decays: tuple[float, ...] = (0.0, 1e-2, 1e-4)  # decoupled weight decay (Lin et al.)
-    batch_sizes: tuple[int, ...] = (8, 32)  # samples per batch, images and texts together (Lin et al.)
-    iterations: int = 12_800  # steps per setting (Lin et al.)
-    warmup: int = 50  # linear warm-up steps, then cosine decay to 0 (Lin et al.)
-    eval_every: int = 100  # validate every this many steps; the best (setting, step) is kept
-    # stop a setting after this many validations without a better accuracy; None (Lin et al.) trains every
-    # iteration. benchmarks/fit_speed.py --check-patience measures whether early stopping changes choices.
-    patience: int | None = None
+    flag_prefix: ClassVar[str] = "probe"  # one set of flags, --probe-*, for linear and crossmodal
+
+    lrs: tuple[float, ...] = param((1e-3, 1e-4), "AdamW learning rates (Lin et al.)", positive=True)
+    weight_decays: tuple[float, ...] = param((0.0, 1e-2, 1e-4), "decoupled weight decays (Lin et al.)")
+    batch_sizes: tuple[int, ...] = param((8, 32), "samples per batch, images and texts together (Lin et al.); a "
+                                         "size whose text or image half is not smaller than the texts or "
+                                         "images is not trained, as in Lin et al.", positive=True)
+    iterations: int = param(12_800, "updates per setting (Lin et al.)", positive=True)
+    warmup: int = param(50, "linear warm-up updates (1e-5 at update 1), then cosine decay (Lin et al.)")
+    eval_every: int = param(100, "validate after updates 1, 1 + this, 1 + 2·this, ... (Lin et al.); the best "
+                                 "(setting, update) is kept", positive=True)
+    # benchmarks/fit_speed.py --check-patience measures whether early stopping changes choices
+    patience: int | None = param(None, "stop a setting after this many validations without a better accuracy "
+                                       "(none: Lin et al., train every update)", positive=True)
 
     def settings(self) -> list[tuple[float, float, int]]:
         return list(itertools.product(self.lrs, self.weight_decays, self.batch_sizes))
 
 
-def lr_factor(step: np.ndarray | int, warmup: int, total: int):
-    """Linear warm-up to 1 over `warmup` steps, then cosine decay to 0 at `total` (step counts from 1)."""
-    step = np.asarray(step, dtype=np.float64)
-    warm = step / max(1, warmup)
-    progress = (step - warmup) / max(1, total - warmup)
-    return np.where(step <= warmup, warm, 0.5 * (1 + np.cos(np.pi * np.clip(progress, 0, 1))))
+WARMUP_MIN_LR = 1e-5  # Lin et al.'s learning rate at update 1 (their LinearWarmupScheduler)
+
+
+def lr_at(step: int, warmup: int, total: int) -> tuple[float, float]:
+    """(multiplier of the base learning rate, absolute rate) at update `step` (from 1), as Lin et al.'s
+    scheduler.py gives it: update 1 runs at 1e-5; updates 2..warmup at base·(step-1)/warmup; then cosine
+    over `total` updates counted from update warmup+1, so the last rate is small but not 0. Exactly one of
+    the two is non-zero."""
+    if warmup > 0 and step == 1:
+        return 0.0, WARMUP_MIN_LR
+    if step <= warmup:
+        return (step - 1) / warmup, 0.0
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup - 1) / total)), 0.0
+
+
+def valid_batch_sizes(batch_sizes, n_images: int, n_texts: int) -> list[int]:
+    """Lin et al.'s rule (train.py, get_valid_batch_sizes): train a batch size only if its text half is
+    smaller than the number of texts and its image half smaller than the number of training images. When
+    none fits (tiny folders), the smallest is trained rather than nothing."""
+    valid = []
+    for bs in batch_sizes:
+        n_txt = bs // 2 if n_texts else 0
+        n_img = bs - n_txt
+        if (n_txt == 0 or n_txt < n_texts) and (n_img == 0 or n_img < n_images):
+            valid.append(bs)
+    return valid or [min(batch_sizes)]
 
 
 @dataclass
@@ -52,6 +79,7 @@ class SearchResult:
     step: int
     val_acc: float
     steps_run: int  # steps taken by the longest-running setting
+    batch_sizes: list  # the batch sizes trained (Lin et al.'s validity rule)
 
 
 @dataclass
@@ -85,6 +113,17 @@ def _train_settings(ids, settings, pool, labels, n_images, xv, yv, init, search,
                                    for i in group]))
     beta1, beta2, eps = 0.9, 0.999, 1e-8
     stale = {i: 0 for i in ids}
+
+    def validate(tr: _Track, step: int):
+        acc = (torch.matmul(xv, tr.w).argmax(-1) == yv).float().mean(-1)  # (S,)
+        for j, i in enumerate(tr.ids):
+            if acc[j] > results[i][0]:
+                results[i] = (float(acc[j]), step, tr.w[j].T.clone(), step)
+                stale[i] = 0
+            else:
+                stale[i] += 1
+            results[i] = (*results[i][:3], block_start + block)  # steps run
+
     for block_start in range(0, search.iterations, search.eval_every):
         block = min(search.eval_every, search.iterations - block_start)
         for tr in tracks:
@@ -101,22 +140,15 @@ def _train_settings(ids, settings, pool, labels, n_images, xv, yv, init, search,
                 grad_logits = torch.bmm(xb, tr.w).mul_(LOGIT_SCALE).softmax(-1).div_(size)
                 grad_logits.scatter_add_(2, batch_labels[t][..., None], minus_one)  # mean of (softmax - onehot)
                 grad = torch.bmm(xb.transpose(1, 2), grad_logits).mul_(LOGIT_SCALE)
-                lr = tr.lr * float(lr_factor(step, search.warmup, search.iterations))
+                factor, absolute = lr_at(step, search.warmup, search.iterations)
+                lr = tr.lr * factor + absolute
                 tr.w.mul_(1 - lr * tr.wd)  # decoupled weight decay (AdamW)
                 tr.m.lerp_(grad, 1 - beta1)
                 tr.v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
                 denom = (tr.v / (1 - beta2 ** step)).sqrt_().add_(eps)
                 tr.w.sub_(lr / (1 - beta1 ** step) * tr.m / denom)
-        step = block_start + block
-        for tr in tracks:
-            acc = (torch.matmul(xv, tr.w).argmax(-1) == yv).float().mean(-1)  # (S,)
-            for j, i in enumerate(tr.ids):
-                if acc[j] > results[i][0]:
-                    results[i] = (float(acc[j]), step, tr.w[j].T.clone(), step)
-                    stale[i] = 0
-                else:
-                    results[i] = (*results[i][:3], step)
-                    stale[i] += 1
+                if t == 0:  # Lin et al. validate after updates 1, 1 + eval_every, ...
+                    validate(tr, step)
         if search.patience is not None:
             for tr in tracks:
                 keep = [j for j, i in enumerate(tr.ids) if stale[i] < search.patience]
@@ -141,6 +173,9 @@ def search_probe(x: np.ndarray, y: np.ndarray, text_x: np.ndarray | None, text_y
     so the result does not depend on it.
     """
     settings = settings or search.settings()
+    n_texts = 0 if text_x is None else len(text_x)
+    trained = valid_batch_sizes(sorted({s[2] for s in settings}), len(x), n_texts)
+    settings = [s for s in settings if s[2] in trained]
     threads = threads or torch.get_num_threads()  # 1 inside bench, which fits on one core per process
     parts = [[i for i, s in enumerate(settings) if s[2] == bs] for bs in sorted({s[2] for s in settings})]
     xs = unit_rows(x) if text_x is None else np.concatenate([unit_rows(x), unit_rows(text_x)])
@@ -161,39 +196,35 @@ def search_probe(x: np.ndarray, y: np.ndarray, text_x: np.ndarray | None, text_y
     choice = max(range(len(settings)), key=lambda i: (results[i][0], -i))  # ties: the earlier setting
     acc, step, weights, _ = results[choice]
     return SearchResult(weights=weights.numpy(), setting=settings[choice], step=step, val_acc=acc,
-                        steps_run=max(r[3] for r in results.values()))
+                        steps_run=max(r[3] for r in results.values()), batch_sizes=trained)
 
 
 class _SearchedProbe(FewShotClassifier):
     cross_modal = False
-
-    def __init__(self, search: ProbeSearch | None = None, random_state: int | None = None):
-        self.search = search  # ProbeSearch; None means Lin et al.'s grid and schedule
-        self.random_state = random_state  # seeds the initialisation and the batch draws
+    config_class = ProbeSearch  # None means Lin et al.'s grid and schedule; random_state seeds init and batches
 
     def _init(self, text, dim: int, seed: int) -> np.ndarray:
         raise NotImplementedError
 
     def fit(self, x, y, *, text=None, val=None):
         x, y, val = self._check_fit(x, y, text, val)
-        seed = self.random_state or 0
-        xv, yv = val if val is not None else (x, y)  # without a validation split, select on training data
+        seed = self._seed()
+        xv, yv = self._val_or_train(x, y, val)
         tx, ty = (text.x, text.labels.astype(np.int64)) if self.cross_modal else (None, None)
-        result = search_probe(x, y, tx, ty, xv, yv, self._init(text, x.shape[1], seed),
-                              self.search or ProbeSearch(), seed)
+        result = search_probe(x, y, tx, ty, xv, yv, self._init(text, x.shape[1], seed), self._config(), seed)
         self.coef_ = result.weights
         lr, wd, bs = result.setting
         self.chosen_ = {"lr": lr, "weight_decay": wd, "batch_size": bs, "step": result.step,
-                        "steps_run": result.steps_run}
+                        "steps_run": result.steps_run, "batch_sizes_trained": result.batch_sizes}
         return self
 
     def _logits(self, x):
         return LOGIT_SCALE * unit_rows(x) @ self.coef_.T
 
 
-@METHODS.register("linear")
+@METHODS.register("linear", help="Image-only linear probe, random init, Lin et al.'s search (lr x weight decay x "
+                                 "batch size) on validation (Lin et al., CVPR 2023)")
 class LinearProbe(_SearchedProbe):
-    """Image-only linear probe, random init, Lin et al.'s search (lr x weight decay x batch size) on validation."""
 
     def _init(self, text, dim, seed):
         rng = np.random.default_rng(seed)
@@ -201,12 +232,11 @@ class LinearProbe(_SearchedProbe):
         return rng.uniform(-bound, bound, size=(self.n_classes_, dim)).astype(np.float32)
 
 
-@METHODS.register("crossmodal")
+@METHODS.register("crossmodal", help="Cross-modal linear probe: text-initialised head, half of every batch "
+                                     "class-text samples (Lin et al., CVPR 2023)")
 class CrossModalProbe(_SearchedProbe):
-    """Lin et al.'s cross-modal probe: text-initialised head, half of every batch class-text samples."""
-
     uses_text = True
     cross_modal = True
 
     def _init(self, text, dim, seed):
-        return text.class_means().astype(np.float32)
+        return text.raw_class_means()  # Lin et al. average the raw template features, then normalise

@@ -14,16 +14,21 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..config import param
 from .base import METHODS, FewShotClassifier, unit_rows
 
 LOGIT_SCALE = 100.0
 
 
 @dataclass
-class TipSearch:
-    betas: tuple[float, ...] = tuple(float(b) for b in np.round(np.linspace(0.1, 12.0, 60), 4))  # sharpness grid
-    # residual-ratio grid, log-spaced: how much the cache counts depends on how sharp zero-shot logits are
-    alphas: tuple[float, ...] = tuple(float(a) for a in np.round(np.logspace(-1, 3, 61), 4))
+class TipConfig:
+    betas: tuple[float, ...] = param(tuple(float(b) for b in np.round(np.linspace(0.1, 12.0, 60), 4)),
+                                     "sharpness grid, searched on validation")
+    # log-spaced: how much the cache counts depends on how sharp zero-shot logits are
+    alphas: tuple[float, ...] = param(tuple(float(a) for a in np.round(np.logspace(-1, 3, 61), 4)),
+                                      "residual-ratio grid, searched on validation")
+    epochs: int = param(20, "key fine-tuning epochs (Tip-Adapter-F only)", positive=True)
+    lr: float = param(1e-3, "key fine-tuning AdamW learning rate (Tip-Adapter-F only)", positive=True)
 
 
 def tip_logits(x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, text: torch.Tensor,
@@ -35,7 +40,7 @@ def tip_logits(x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, text: 
     return zero_shot[None, None] + alpha[None, :, None, None] * cache[:, None]
 
 
-def search_beta_alpha(xv, yv, keys, values, text, search: TipSearch) -> tuple[float, float, float]:
+def search_beta_alpha(xv, yv, keys, values, text, search: TipConfig) -> tuple[float, float, float]:
     """The (β, α) with the best validation accuracy; ties to the smaller β, then the smaller α."""
     betas = torch.tensor(search.betas, dtype=torch.float32)
     alphas = torch.tensor(search.alphas, dtype=torch.float32)
@@ -46,23 +51,16 @@ def search_beta_alpha(xv, yv, keys, values, text, search: TipSearch) -> tuple[fl
     return search.betas[i], search.alphas[j], float(acc[i, j])
 
 
-@METHODS.register("tip")
+@METHODS.register("tip", help="Training-free Tip-Adapter: a key-value cache of the few-shot images beside the "
+                              "zero-shot classifier (Zhang et al., ECCV 2022)")
 class TipAdapter(FewShotClassifier):
-    """Training-free Tip-Adapter: a key-value cache of the few-shot images beside the zero-shot classifier."""
-
     uses_text = True
     fine_tune = False
-
-    def __init__(self, search: TipSearch | None = None, epochs: int = 20, lr: float = 1e-3,
-                 random_state: int | None = None):
-        self.search = search  # TipSearch: the β and α grids
-        self.epochs = epochs  # key fine-tuning epochs (Tip-Adapter-F only)
-        self.lr = lr  # key fine-tuning AdamW learning rate (Tip-Adapter-F only)
-        self.random_state = random_state  # unused: both methods are deterministic
+    config_class = TipConfig  # both methods are deterministic: random_state is unused
 
     def fit(self, x, y, *, text=None, val=None):
         x, y, val = self._check_fit(x, y, text, val)
-        search = self.search or TipSearch()
+        search = self._config()
         xt, yt = torch.from_numpy(unit_rows(x)), torch.from_numpy(y)
         xv, yv = (torch.from_numpy(unit_rows(val[0])), torch.from_numpy(val[1])) if val else (xt, yt)
         self.text_ = torch.from_numpy(text.class_means().astype(np.float32))
@@ -71,7 +69,7 @@ class TipAdapter(FewShotClassifier):
         self.chosen_ = {}
         self.beta_, self.alpha_, _ = search_beta_alpha(xv, yv, self.keys_, self.values_, self.text_, search)
         if self.fine_tune:
-            self.keys_, self.chosen_["epoch"] = self._fine_tune_keys(xt, yt, xv, yv)
+            self.keys_, self.chosen_["epoch"] = self._fine_tune_keys(xt, yt, xv, yv, search)
             self.beta_, self.alpha_, _ = search_beta_alpha(xv, yv, self.keys_, self.values_, self.text_, search)
         self.chosen_.update(beta=self.beta_, alpha=self.alpha_)
         return self
@@ -81,13 +79,13 @@ class TipAdapter(FewShotClassifier):
         other.text_ = torch.from_numpy(text.class_means().astype(np.float32))
         return other
 
-    def _fine_tune_keys(self, xt, yt, xv, yv) -> tuple[torch.Tensor, int]:
+    def _fine_tune_keys(self, xt, yt, xv, yv, cfg: TipConfig) -> tuple[torch.Tensor, int]:
         """Keys trained with cross-entropy on the few-shot images (full batch, AdamW, cosine schedule) at the
         training-free search's (β, α) (Zhang et al. start from fixed per-dataset values); the epoch with the
         best validation accuracy is kept (epoch 0 = the training-free keys), then (β, α) is searched again."""
         keys = torch.nn.Parameter(xt.clone())
-        opt = torch.optim.AdamW([keys], lr=self.lr, eps=1e-4)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, self.epochs)
+        opt = torch.optim.AdamW([keys], lr=cfg.lr, eps=1e-4)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs)
         beta, alpha = torch.tensor([self.beta_]), torch.tensor([self.alpha_])
 
         def val_acc():
@@ -96,7 +94,7 @@ class TipAdapter(FewShotClassifier):
             return float((logits.argmax(-1) == yv).float().mean())
 
         best = (val_acc(), 0, keys.detach().clone())
-        for epoch in range(1, self.epochs + 1):
+        for epoch in range(1, cfg.epochs + 1):
             opt.zero_grad()
             loss = F.cross_entropy(tip_logits(xt, keys, self.values_, self.text_, beta, alpha)[0, 0], yt)
             loss.backward()
@@ -114,8 +112,8 @@ class TipAdapter(FewShotClassifier):
                               torch.tensor([self.alpha_]))[0, 0].numpy()
 
 
-@METHODS.register("tipf")
+@METHODS.register("tipf", help="Tip-Adapter-F: the cache keys fine-tuned (lr 1e-3, 20 epochs), the epoch chosen "
+                               "on validation (Zhang et al., ECCV 2022)")
 class TipAdapterF(TipAdapter):
-    """Tip-Adapter-F: the cache keys fine-tuned (lr 1e-3, 20 epochs), the epoch chosen on validation."""
 
     fine_tune = True

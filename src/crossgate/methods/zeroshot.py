@@ -2,24 +2,28 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import param
 from .base import METHODS, FewShotClassifier, unit_rows
 
 
-@METHODS.register("zeroshot")
+@dataclass
+class ZeroShotConfig:
+    logit_scale: float = param(100.0, "CLIP's temperature; only sharpens probabilities", positive=True)
+
+
+@METHODS.register("zeroshot", help="Text-only classifier: mean of unit-norm template features per class "
+                                   "(Radford et al., ICML 2021); uses no image labels")
 class ZeroShot(FewShotClassifier):
-    """Text-only classifier: mean of unit-norm template features per class (uses no image labels)."""
-
     uses_text = True
-
-    def __init__(self, logit_scale: float = 100.0, random_state: int | None = None):
-        self.logit_scale = logit_scale  # CLIP's temperature; only sharpens probabilities
-        self.random_state = random_state  # unused: zero-shot is deterministic
+    config_class = ZeroShotConfig
 
     def fit(self, x, y, *, text=None, val=None):
         self._check_fit(x, y, text, val)
+        self.logit_scale_ = float(self._config().logit_scale)
         self.class_weights_ = text.class_means().astype(np.float32)
         self.chosen_ = {}
         return self
@@ -30,4 +34,4 @@ class ZeroShot(FewShotClassifier):
         return other
 
     def _logits(self, x):
-        return self.logit_scale * unit_rows(x) @ self.class_weights_.T
+        return self.logit_scale_ * unit_rows(x) @ self.class_weights_.T

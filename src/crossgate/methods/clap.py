@@ -1,0 +1,86 @@
+"""CLAP: CLass-Adaptive linear Probing (Silva-Rodriguez et al., CVPR 2024, "A Closer Look at the Few-Shot
+Adaptation of Large Vision-Language Models"; official code jusiro/CLAP, trainers/adapters.py).
+
+A zero-shot-initialised linear probe, logits = 100 · cos(x, w_c), trained with cross-entropy plus a
+class-adaptive penalty that keeps each class prototype near its zero-shot text feature t_c:
+
+    L = CE + mean_c λ_c ||w_c - t_c||²,   λ_c = mean softmax probability of class c under zero-shot on the
+                                              support images of class c
+
+t_c is the mean of the class's raw template features, as in their code. Optimisation as their config
+(SGD, momentum 0.9, lr 0.1, batch 256, 300 epochs, one constant warm-up epoch at 1e-5, cosine). CLAP is
+designed to need no validation set: it has no hyperparameter search and keeps the last state.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ..config import param
+from ..train import dassl_lr, epoch_batches
+from .base import METHODS, FewShotClassifier, unit_rows
+
+LOGIT_SCALE = 100.0
+
+
+@dataclass
+class CLAPConfig:
+    epochs: int = param(300, "epochs (the authors' config)")
+    lr: float = param(0.1, "SGD learning rate (momentum 0.9)", positive=True)
+    batch_size: int = param(256, "samples per batch", positive=True)
+    constraint: bool = param(True, "the class-adaptive penalty (false: the zero-shot-initialised probe ZS-LP)")
+
+
+def raw_class_text(text) -> np.ndarray:
+    """(C, D) per class the mean of its raw template features (CLAP's and TaskRes's base text features)."""
+    return np.stack([text.x[text.labels == c].mean(0) for c in range(text.n_classes)]).astype(np.float32)
+
+
+def cosine_logits(x: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+    return LOGIT_SCALE * F.normalize(x, dim=1) @ F.normalize(prototypes, dim=1).T
+
+
+def clap_multipliers(zero_shot_logits: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """λ_c: the mean zero-shot softmax probability of class c over the support images of class c."""
+    onehot = F.one_hot(y, n_classes).float()
+    return torch.diag(zero_shot_logits.softmax(-1).T @ onehot) / onehot.sum(0).clamp_min(1)
+
+
+@METHODS.register("clap", help="Zero-shot-initialised linear probe with class-adaptive penalties keeping each "
+                               "class near its zero-shot weights (Silva-Rodriguez et al., CVPR 2024)")
+class CLAP(FewShotClassifier):
+    uses_text = True
+    config_class = CLAPConfig  # random_state seeds the batch order
+
+    def fit(self, x, y, *, text=None, val=None):
+        x, y, val = self._check_fit(x, y, text, val)
+        cfg = self._config()
+        xt, yt = torch.from_numpy(unit_rows(x)), torch.from_numpy(y)
+        base = torch.from_numpy(raw_class_text(text))
+        prototypes = torch.nn.Parameter(base.clone())
+        with torch.no_grad():
+            multipliers = clap_multipliers(cosine_logits(xt, base), yt, self.n_classes_)
+        if not cfg.constraint:
+            multipliers = torch.zeros_like(multipliers)
+        opt = torch.optim.SGD([prototypes], lr=cfg.lr, momentum=0.9)
+        gen = torch.Generator().manual_seed(self._seed())
+        for epoch in range(cfg.epochs):
+            for group in opt.param_groups:
+                group["lr"] = dassl_lr(epoch, cfg.lr, cfg.epochs)
+            for idx in epoch_batches(len(yt), cfg.batch_size, gen):
+                penalty = (multipliers * (prototypes - base).pow(2).sum(-1)).mean()
+                loss = F.cross_entropy(cosine_logits(xt[idx], prototypes), yt[idx]) + penalty
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        self.prototypes_ = prototypes.detach().numpy()
+        self.multipliers_ = multipliers.numpy()
+        self.chosen_ = {}
+        return self
+
+    def _logits(self, x):
+        with torch.no_grad():
+            return cosine_logits(torch.from_numpy(unit_rows(x)), torch.from_numpy(self.prototypes_)).numpy()

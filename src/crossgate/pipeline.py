@@ -1,0 +1,90 @@
+"""The steps cli, bench and benchmarks/ share: load (cached) features, draw the few-shot split, fit one
+method on it, and encode image files for prediction. No printing."""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from .cache import DatasetFeatures, FeatureCache
+from .errors import UserError
+from .methods import FewShotClassifier, create_method
+from .model import jsonable
+
+
+def feature_cache(settings) -> FeatureCache:
+    return FeatureCache(settings.cache_dir, settings.batch_size, settings.workers, settings.progress,
+                        settings.on_bad_image, settings.chunk_images)
+
+
+def load_features(settings, dataset_name: str, backbone: str, templates=None, flip: bool = False,
+                  corrupt: tuple = (), corrupt_seed: int = 0):
+    """(encoder, dataset, features): every split, the class texts, and the corrupted test data asked for."""
+    from .datasets import load_dataset
+    from .encoders import create_encoder
+
+    dataset = load_dataset(dataset_name, settings, templates=templates)
+    encoder = create_encoder(backbone, cache_dir=settings.cache_dir, device=settings.torch_device())
+    cache = feature_cache(settings)
+    feats = cache.features(encoder, dataset, flip=flip)
+    if corrupt:
+        feats = replace(feats, corrupted=cache.corrupted_features(encoder, dataset, corrupt, corrupt_seed))
+    return encoder, dataset, feats
+
+
+def pct(value: float) -> float:
+    return round(100.0 * value, 4)
+
+
+def make_method(method: str, seed: int, config=None) -> FewShotClassifier:
+    """A fresh estimator with its config (None: the method's defaults) and seed."""
+    return create_method(method, config=config, random_state=seed)
+
+
+def fit_one(features: DatasetFeatures, method: str, shots: int | str, seed: int,
+            config=None) -> tuple[FewShotClassifier, dict]:
+    """Fit one method on one few-shot draw: the fitted estimator and its results row (accuracies in %)."""
+    split = features.few_shot(shots, seed)
+    xtr, ytr = features.few_shot_train(split.train)
+    xval, yval = features.val.x[split.val], features.val.labels[split.val]
+    clf = make_method(method, seed, config)
+    start = time.perf_counter()
+    clf.fit(xtr, ytr, text=features.text, val=(xval, yval))
+    fit_seconds = time.perf_counter() - start
+    extra = {}
+    if hasattr(clf, "top1_true_class_rate"):  # how often the gate's first pick is a text of the true class
+        extra["gate_top1_true_class"] = pct(clf.top1_true_class_rate(features.test.x, features.test.labels))
+    return clf, {
+        **extra,
+        "method": method, "shots": shots, "seed": seed,
+        "acc_train": pct(clf.score(xtr, ytr)),
+        "acc_val": pct(clf.score(xval, yval)),
+        "acc_test": pct(clf.score(features.test.x, features.test.labels)),
+        "fit_seconds": round(fit_seconds, 4),
+        "hparams": jsonable(clf.chosen_),
+        "params": jsonable(clf.get_params()),
+        "n_train": len(ytr), "n_val": len(yval), "n_test": len(features.test.labels),
+        "split_source": split.source, "train_views": features.train_views(),
+    }
+
+
+def encode_files(encoder, files: list[Path], settings) -> tuple[np.ndarray, list[Path], list[Path]]:
+    """(features, the files read, the files skipped as unreadable); with --on-bad-image fail an unreadable
+    file stops everything, listing each one."""
+    from .datasets.base import files_split
+    from .extraction import UnreadableImages, encode_batches
+
+    items = files_split(Path.cwd(), [str(f) for f in files], np.zeros(len(files)), "it was given on the command line")
+    good, feats, bad = [], [], []
+    for positions, x, errors in encode_batches(encoder, items, list(range(len(files))), settings.batch_size,
+                                               settings.workers):
+        good += positions
+        feats += [x] if x is not None else []
+        bad += errors
+    if bad and settings.on_bad_image == "fail":
+        raise UnreadableImages([str(files[i]) for i, _ in bad], bad[0][1])
+    if not good:
+        raise UserError("none of the given images could be read")
+    return np.concatenate(feats), [files[i] for i in good], [files[i] for i, _ in bad]
