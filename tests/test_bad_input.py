@@ -12,8 +12,7 @@ from PIL import Image
 
 from crossgate.cli import main
 from crossgate.images import to_rgb
-from tests.test_cli import run_error
-from tests.test_imagefolder import make_folder
+from tests.conftest import make_folder, run_error
 
 
 @pytest.fixture()
@@ -142,7 +141,7 @@ def test_model_with_another_feature_size(env, capsys):
     meta = json.loads((model / "model.json").read_text())
     from crossgate.methods import create_method
     from crossgate.model import SavedModel, save_model
-    from tests.test_methods import blobs
+    from tests.conftest import blobs
 
     x, y, text = blobs(n_classes=3, dim=16)
     clf = create_method("logreg").fit(x, y, text=text)  # 16-d, but saved as if fitted on tiny-clip features
@@ -218,7 +217,7 @@ def test_large_jpegs_are_decoded_at_a_reduced_scale_small_ones_exactly(tmp_path)
 
 
 def test_skipped_images_and_published_splits(tmp_path, capsys):
-    from tests.test_datasets import make_pets_like_root
+    from tests.conftest import make_pets_like_root
 
     split, index = make_pets_like_root(tmp_path / "data")
     images = tmp_path / "data" / "oxford_pets" / "images"

@@ -6,24 +6,7 @@ import pytest
 from crossgate.cache import FeatureCache
 from crossgate.settings import Settings
 from crossgate.storage import load_arrays, save_arrays
-
-
-class CountingEncoder:
-    """Wraps an encoder and counts the images and texts it is asked to encode."""
-
-    def __init__(self, inner):
-        self.inner, self.images, self.texts = inner, 0, 0
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def encode_images(self, pixels):
-        self.images += len(pixels)
-        return self.inner.encode_images(pixels)
-
-    def encode_texts_both(self, texts):
-        self.texts += len(texts)
-        return self.inner.encode_texts_both(texts)
+from tests.conftest import CountingEncoder
 
 
 def test_roundtrip_and_manifest(tmp_path):

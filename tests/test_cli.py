@@ -7,23 +7,7 @@ import pytest
 from crossgate.cli import main
 from crossgate.methods import list_methods
 from crossgate.results import read_rows
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def run_error(capsys, *argv):
-    """A user error: exit status 2 and exactly one line on stderr, no traceback."""
-    with pytest.raises(SystemExit) as exc:
-        code = main(list(argv))
-        raise SystemExit(code)
-    out, err = capsys.readouterr()
-    assert exc.value.code == 2, err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    return err
+from tests.conftest import run, run_error
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -15,8 +15,7 @@ from crossgate.cache import FeatureCache
 from crossgate.datasets import load_dataset
 from crossgate.results import read_rows
 from crossgate.storage import load_arrays
-from tests.test_cache import CountingEncoder
-from tests.test_imagefolder import make_folder
+from tests.conftest import CountingEncoder, make_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 

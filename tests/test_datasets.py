@@ -5,6 +5,7 @@ from crossgate.datasets import SPLITS, load_dataset
 from crossgate.datasets.idx import read_idx, write_idx
 from crossgate.errors import UserError
 from crossgate.settings import Settings
+from tests.conftest import make_pets_like_root
 
 
 def test_embedded_default_is_balanced_and_big_enough(embedded):
@@ -71,37 +72,6 @@ def test_idx_reader_rejects_truncated_and_foreign_files(tmp_path):
         read_idx(tmp_path / "c")
 
 
-def make_pets_like_root(root, per_split=(6, 4, 5), n_classes=3, index_shots=2):
-    """A tiny folder laid out as CoOp's Oxford Pets: real JPEG files, a split file and a published index."""
-    import json
-
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    names = ["Abyssinian", "american_bulldog", "Bengal"][:n_classes]
-    (root / "oxford_pets" / "images").mkdir(parents=True)
-    split = {}
-    for split_name, per_class in zip(("train", "val", "test"), per_split, strict=True):
-        items = []
-        for label, name in enumerate(names):
-            for i in range(per_class):
-                rel = f"{name}_{split_name}{i}.jpg"
-                pixels = (rng.random((20, 24, 3)) * 60 + 60 * label).astype(np.uint8)
-                Image.fromarray(pixels).save(root / "oxford_pets" / "images" / rel, quality=90)
-                items.append([rel, label, name.lower()])
-        split[split_name] = items
-    (root / "oxford_pets" / "split_zhou_OxfordPets.json").write_text(json.dumps(split))
-    index = {}
-    for split_name, k in (("train", index_shots), ("val", min(index_shots, 4))):
-        # the last k images of every class: a choice crossgate's sampler would not make by itself
-        picks = [i for c in range(n_classes)
-                 for i in [j for j, item in enumerate(split[split_name]) if item[1] == c][-k:]]
-        index[split_name] = {"indices": picks, "data": [
-            {"impath": f"./data/oxford_pets/images/{split[split_name][i][0]}", "label": split[split_name][i][1],
-             "classname": split[split_name][i][2]} for i in picks]}
-    (root / "indices" / "oxford_pets").mkdir(parents=True)
-    (root / "indices" / "oxford_pets" / f"shot_{index_shots}-seed_1.json").write_text(json.dumps(index))
-    return split, index
 
 
 def test_pets_like_folder_runs_from_files_to_results(tmp_path, capsys):

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.test_imagefolder import make_folder
+from tests.conftest import make_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 

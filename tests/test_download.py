@@ -13,7 +13,7 @@ import crossgate.datasets.download as dl
 from crossgate.cli import main
 from crossgate.errors import UserError
 from crossgate.results import read_rows
-from tests.test_datasets import make_pets_like_root
+from tests.conftest import make_pets_like_root
 
 
 class Server:

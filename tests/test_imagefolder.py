@@ -1,22 +1,11 @@
 import numpy as np
 import pytest
-from PIL import Image
 
 from crossgate.cli import main
 from crossgate.datasets import load_dataset
 from crossgate.errors import UserError
 from crossgate.results import read_rows
-
-
-def make_folder(root, classes=("golden_retriever", "tabby_cat", "goldfish"), per_class=10, presplit=False):
-    rng = np.random.default_rng(0)
-    for label, name in enumerate(classes):
-        for i in range(per_class):
-            folder = root / (("train" if i < 6 else "val" if i < 8 else "test") if presplit else "") / name
-            folder.mkdir(parents=True, exist_ok=True)
-            pixels = (rng.random((16, 16, 3)) * 80 + 80 * label).astype(np.uint8)
-            Image.fromarray(pixels).save(folder / f"{i}.png")
-    return root
+from tests.conftest import make_folder
 
 
 def test_stratified_split_and_class_names(tmp_path):
@@ -65,7 +54,7 @@ def test_bench_runs_on_an_image_folder(tmp_path):
 
 
 def test_flip_doubles_training_images_and_a_changed_setup_does_not_resume(tmp_path, capsys):
-    from tests.test_cli import run_error
+    from tests.conftest import run_error
 
     make_folder(tmp_path / "imgs")
     argv = ["bench", "--dataset", f"imagefolder:{tmp_path / 'imgs'}", "--backbone", "tiny-clip", "--shots", "2",

@@ -2,23 +2,9 @@
 import numpy as np
 import pytest
 
-from crossgate.cache import TextFeatures
 from crossgate.errors import UserError
 from crossgate.methods import create_method, list_methods
-
-
-def blobs(n_classes=4, per_class=8, dim=16, seed=0, spread=0.3):
-    """Class clusters around random unit directions, plus matching 'text' features (the directions)."""
-    centers = np.random.default_rng(1234).normal(size=(n_classes, dim))  # the same classes for every seed
-    rng = np.random.default_rng(seed)
-    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
-    labels = np.repeat(np.arange(n_classes), per_class)
-    x = (centers[labels] + spread * rng.normal(size=(len(labels), dim))).astype(np.float32)
-    text_x = np.repeat(centers, 2, axis=0).astype(np.float32) + 0.05 * rng.normal(size=(2 * n_classes, dim))
-    text = TextFeatures(x=text_x.astype(np.float32), native=text_x.astype(np.float32),
-                        labels=np.repeat(np.arange(n_classes), 2),
-                        texts=[f"t{i}" for i in range(2 * n_classes)])
-    return x, labels, text
+from tests.conftest import blobs
 
 
 @pytest.fixture(params=list_methods())

@@ -8,9 +8,7 @@ from crossgate.cli import main
 from crossgate.errors import UserError
 from crossgate.methods import create_method, list_methods
 from crossgate.model import SavedModel, load_model, save_model
-from tests.test_cli import run, run_error
-from tests.test_imagefolder import make_folder
-from tests.test_methods import blobs
+from tests.conftest import blobs, make_folder, run, run_error
 
 
 @pytest.mark.parametrize("method", list_methods())

@@ -6,12 +6,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crossgate.pipeline import make_method
 from crossgate.cache import TextFeatures
 from crossgate.errors import UserError
 from crossgate.fusion import DynamicGate, gate_loss
 from crossgate.methods import list_methods
 from crossgate.methods.probe import ProbeSearch
+from crossgate.pipeline import make_method
 
 PROPERTY = settings(derandomize=True, deadline=None, max_examples=25,
                     suppress_health_check=[HealthCheck.too_slow])

@@ -4,10 +4,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from crossgate.pipeline import fit_one
 from crossgate.cache import ImageFeatures
 from crossgate.methods import list_methods
 from crossgate.methods.probe import ProbeSearch, search_probe
+from crossgate.pipeline import fit_one
 
 FAST_PROBE = ProbeSearch(iterations=1_500)
 

@@ -10,9 +10,7 @@ from crossgate.corruptions import ALL, IMAGE_CORRUPTIONS, Corruption, corrupt_im
 from crossgate.errors import UserError
 from crossgate.methods import create_method, list_methods
 from crossgate.results import read_rows
-from tests.test_cli import run_error
-from tests.test_imagefolder import make_folder
-from tests.test_methods import blobs
+from tests.conftest import blobs, make_folder, run_error
 
 
 def test_specs():

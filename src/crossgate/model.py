@@ -79,13 +79,30 @@ def load_model(path: Path) -> SavedModel:
     if meta["method"] not in METHODS:
         raise UserError(f"model {path} uses method {meta['method']!r}, unknown to this crossgate; "
                         f"available: {', '.join(METHODS.names())}")
-    classifier = METHODS.create(meta["method"]).load_fitted_state(arrays, meta["state"])
+    classifier = _estimator(meta["method"], meta.get("params") or {}, f"model {path}")
+    classifier.load_fitted_state(arrays, meta["state"])
     if classifier.n_classes_ != len(meta["classnames"]):
         raise UserError(f"model {path} has {classifier.n_classes_} outputs but {len(meta['classnames'])} class "
                         "names; it is damaged")
     return SavedModel(classifier=classifier, method=meta["method"], backbone=meta["backbone"],
                       backbone_identity=meta["backbone_identity"], classnames=meta["classnames"],
                       templates=meta["templates"], dataset=meta.get("dataset", ""), info=meta.get("info", {}))
+
+
+def _estimator(method: str, params: dict, what: str) -> FewShotClassifier:
+    """A fresh estimator with the saved config and seed, each validated before use."""
+    from .config import config_from_dict
+
+    cls = METHODS.factory(method)
+    if not isinstance(params, dict):
+        raise UserError(f"{what}: params must be a JSON object; the model file is damaged")
+    seed = params.get("random_state")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise UserError(f"{what}: random_state must be an integer or null, got {seed!r}; the model file is damaged")
+    config = params.get("config")
+    if config is not None and cls.config_class is not None:
+        config = config_from_dict(cls.config_class, config, what)
+    return cls(config=config, random_state=seed)
 
 
 def jsonable(value):

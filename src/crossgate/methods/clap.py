@@ -7,7 +7,9 @@ class-adaptive penalty that keeps each class prototype near its zero-shot text f
     L = CE + mean_c λ_c ||w_c - t_c||²,   λ_c = mean softmax probability of class c under zero-shot on the
                                               support images of class c
 
-t_c is the mean of the class's raw template features, as in their code. Optimisation as their config
+t_c is crossgate's zero-shot classifier (the one every method starts from) at the scale of the raw
+template features, whose mean the authors' code uses: the penalty and the learning rate are sized for that
+scale, and with the adaptation off (0 epochs) the probe is exactly `zeroshot`. Optimisation as their config
 (SGD, momentum 0.9, lr 0.1, batch 256, 300 epochs, one constant warm-up epoch at 1e-5, cosine). CLAP is
 designed to need no validation set: it has no hyperparameter search and keeps the last state.
 """
@@ -34,9 +36,11 @@ class CLAPConfig:
     constraint: bool = param(True, "the class-adaptive penalty (false: the zero-shot-initialised probe ZS-LP)")
 
 
-def raw_class_text(text) -> np.ndarray:
-    """(C, D) per class the mean of its raw template features (CLAP's and TaskRes's base text features)."""
-    return np.stack([text.x[text.labels == c].mean(0) for c in range(text.n_classes)]).astype(np.float32)
+def base_text(text) -> np.ndarray:
+    """(C, D) the zero-shot class weights at the mean norm of the raw per-class template means (CLAP's and
+    TaskRes's base text features are those raw means: same scale, the shared zero-shot directions)."""
+    raw = np.stack([text.x[text.labels == c].mean(0) for c in range(text.n_classes)])
+    return (text.class_means() * float(np.linalg.norm(raw, axis=1).mean())).astype(np.float32)
 
 
 def cosine_logits(x: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
@@ -59,7 +63,7 @@ class CLAP(FewShotClassifier):
         x, y, val = self._check_fit(x, y, text, val)
         cfg = self._config()
         xt, yt = torch.from_numpy(unit_rows(x)), torch.from_numpy(y)
-        base = torch.from_numpy(raw_class_text(text))
+        base = torch.from_numpy(base_text(text))
         prototypes = torch.nn.Parameter(base.clone())
         with torch.no_grad():
             multipliers = clap_multipliers(cosine_logits(xt, base), yt, self.n_classes_)

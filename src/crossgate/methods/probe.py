@@ -97,6 +97,23 @@ class _Track:
     gens: list[torch.Generator]
 
 
+def adamw_update(tr: _Track, xb: torch.Tensor, yb: torch.Tensor, minus_one: torch.Tensor, step: int,
+                 search: ProbeSearch, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
+    """One AdamW update (torch.optim.AdamW's, amsgrad off) of every stacked setting of a track on its batch
+    xb (S, B, D), yb (S, B), for the mean cross-entropy of 100 · x W; minus_one is -1/B in shape (S, B, 1)."""
+    size = xb.shape[1]
+    grad_logits = torch.bmm(xb, tr.w).mul_(LOGIT_SCALE).softmax(-1).div_(size)
+    grad_logits.scatter_add_(2, yb[..., None], minus_one)  # mean of (softmax - onehot)
+    grad = torch.bmm(xb.transpose(1, 2), grad_logits).mul_(LOGIT_SCALE)
+    factor, absolute = lr_at(step, search.warmup, search.iterations)
+    lr = tr.lr * factor + absolute
+    tr.w.mul_(1 - lr * tr.wd)  # decoupled weight decay
+    tr.m.lerp_(grad, 1 - beta1)
+    tr.v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    denom = (tr.v / (1 - beta2 ** step)).sqrt_().add_(eps)
+    tr.w.sub_(lr / (1 - beta1 ** step) * tr.m / denom)
+
+
 def _train_settings(ids, settings, pool, labels, n_images, xv, yv, init, search, seed, results):
     """Train the settings `ids` (each with its own batch stream) and store per setting its best
     (val accuracy, step, weights, steps run) in `results`."""
@@ -111,7 +128,6 @@ def _train_settings(ids, settings, pool, labels, n_images, xv, yv, init, search,
                              n_txt=n_txt, w=w, m=torch.zeros_like(w), v=torch.zeros_like(w),
                              gens=[torch.Generator().manual_seed(zlib.crc32(repr((seed, *settings[i])).encode()))
                                    for i in group]))
-    beta1, beta2, eps = 0.9, 0.999, 1e-8
     stale = {i: 0 for i in ids}
 
     def validate(tr: _Track, step: int):
@@ -136,17 +152,7 @@ def _train_settings(ids, settings, pool, labels, n_images, xv, yv, init, search,
             minus_one = torch.full((len(tr.ids), size, 1), -1.0 / size)
             for t in range(block):
                 step = block_start + t + 1
-                xb = pool[idx[t]]  # (S, B, D)
-                grad_logits = torch.bmm(xb, tr.w).mul_(LOGIT_SCALE).softmax(-1).div_(size)
-                grad_logits.scatter_add_(2, batch_labels[t][..., None], minus_one)  # mean of (softmax - onehot)
-                grad = torch.bmm(xb.transpose(1, 2), grad_logits).mul_(LOGIT_SCALE)
-                factor, absolute = lr_at(step, search.warmup, search.iterations)
-                lr = tr.lr * factor + absolute
-                tr.w.mul_(1 - lr * tr.wd)  # decoupled weight decay (AdamW)
-                tr.m.lerp_(grad, 1 - beta1)
-                tr.v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                denom = (tr.v / (1 - beta2 ** step)).sqrt_().add_(eps)
-                tr.w.sub_(lr / (1 - beta1 ** step) * tr.m / denom)
+                adamw_update(tr, pool[idx[t]], batch_labels[t], minus_one, step, search)
                 if t == 0:  # Lin et al. validate after updates 1, 1 + eval_every, ...
                     validate(tr, step)
         if search.patience is not None:

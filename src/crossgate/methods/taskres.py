@@ -1,7 +1,8 @@
 """TaskRes: task residual tuning (Yu et al., CVPR 2023, "Task Residual for Tuning Vision-Language Models";
 official code geekyutao/TaskRes).
 
-The zero-shot classifier T (per class the mean of its raw template features) plus a learned residual R,
+The zero-shot classifier T (crossgate's, at the scale of the raw template features, as for CLAP) plus a
+learned residual R,
 initialised at 0 and scaled by α: logits = 100 · cos(x, T + αR). Optimisation as the authors' config for
 the few-shot datasets (Adam, lr 2e-3, batch 256, 200 epochs, one constant warm-up epoch at 1e-5, cosine);
 α, which the authors set per dataset, is chosen here on the few-shot validation split. α = 0 is zero-shot.
@@ -16,7 +17,7 @@ from torch.nn import functional as F
 from ..config import param
 from ..train import dassl_lr, epoch_batches
 from .base import METHODS, FewShotClassifier, unit_rows
-from .clap import cosine_logits, raw_class_text
+from .clap import base_text, cosine_logits
 
 
 @dataclass
@@ -38,7 +39,7 @@ class TaskRes(FewShotClassifier):
         x, y, val = self._check_fit(x, y, text, val)
         cfg = self._config()
         xt, yt = torch.from_numpy(unit_rows(x)), torch.from_numpy(y)
-        base = torch.from_numpy(raw_class_text(text))
+        base = torch.from_numpy(base_text(text))
         xv, yv = self._val_or_train(x, y, val)
         xv, yv = torch.from_numpy(unit_rows(xv)), torch.from_numpy(yv)
         best = None
