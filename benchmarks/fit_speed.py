@@ -15,17 +15,15 @@ import json
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
 
 def main(argv=None) -> int:
-    from crossgate.bench import make_method
-    from crossgate.cache import FeatureCache
-    from crossgate.datasets import few_shot_split, load_dataset
-    from crossgate.encoders import create_encoder
     from crossgate.methods import list_methods
     from crossgate.methods.probe import ProbeSearch, search_probe
+    from crossgate.pipeline import load_features, make_method
     from crossgate.settings import Settings
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -39,19 +37,16 @@ def main(argv=None) -> int:
     p.add_argument("--check-patience", type=int, default=None, metavar="P",
                    help="compare probe choices with early stopping after P validations against full training")
     args = p.parse_args(argv)
-    settings = Settings() if args.cache_dir is None else Settings(cache_dir=args.cache_dir)
-    dataset = load_dataset(args.dataset, settings)
-    encoder = create_encoder(args.backbone, cache_dir=settings.cache_dir)
-    feats = FeatureCache(settings.cache_dir, progress=False).features(encoder, dataset)
+    settings = Settings(progress=False, **({"cache_dir": Path(args.cache_dir)} if args.cache_dir else {}))
+    _, _, feats = load_features(settings, args.dataset, args.backbone)
     methods = list_methods() if args.methods == "all" else args.methods.split(",")
     shots_list = [int(s) for s in args.shots.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     totals: dict[str, float] = {}
 
-    def data(shots, seed):
-        split = few_shot_split(feats.train.labels, feats.val.labels, shots, seed)
-        return (feats.train.x[split.train], feats.train.labels[split.train],
-                feats.val.x[split.val], feats.val.labels[split.val])
+    def data(shots, seed):  # the draw bench makes (published index files where the dataset has them)
+        split = feats.few_shot(shots, seed)
+        return (*feats.few_shot_train(split.train), feats.val.x[split.val], feats.val.labels[split.val])
 
     def emit(row):
         print(json.dumps(row), flush=True)

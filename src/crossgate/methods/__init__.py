@@ -1,6 +1,15 @@
-# registers the methods; this order is the listing order
-from . import zeroshot, probe, tip, linear, gda, proker, lpp, clap, ape, taskres, gate  # noqa: F401, I001
+"""The few-shot methods: every module of this package registers its methods when imported, so adding a
+method is adding a file."""
+import importlib
+import pkgutil
+
 from .base import METHODS, FewShotClassifier
+
+# the listing order of the built-in methods; any other module here is imported after them, by name
+_LISTING = ("zeroshot", "probe", "tip", "linear", "gda", "proker", "lpp", "clap", "ape", "taskres", "gate")
+_modules = [m.name for m in pkgutil.iter_modules(__path__) if m.name != "base"]
+for _name in [*_LISTING, *sorted(set(_modules) - set(_LISTING))]:
+    importlib.import_module(f"{__name__}.{_name}")
 
 
 def create_method(name: str, **params) -> FewShotClassifier:
