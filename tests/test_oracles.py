@@ -80,13 +80,14 @@ def test_probe_adamw_equals_torch_adamw_step_for_step():
                    wd=torch.tensor([s[1] for s in settings]).view(-1, 1, 1), n_img=bs, n_txt=0, w=w,
                    m=torch.zeros_like(w), v=torch.zeros_like(w), gens=[])
     params = [torch.nn.Parameter(init.clone()) for _ in settings]
-    optims = [torch.optim.AdamW([p], lr=lr, weight_decay=wd, eps=1e-8) for p, (lr, wd) in zip(params, settings)]
+    optims = [torch.optim.AdamW([p], lr=lr, weight_decay=wd, eps=1e-8)
+              for p, (lr, wd) in zip(params, settings, strict=True)]
     minus_one = torch.full((2, bs, 1), -1.0 / bs)
     for step in range(1, steps + 1):
         idx = torch.from_numpy(rng.integers(0, n, (2, bs)))
         adamw_update(track, pool[idx], labels[idx], minus_one, step, search)
         factor, absolute = lr_at(step, search.warmup, search.iterations)
-        for j, (p, opt) in enumerate(zip(params, optims)):
+        for j, (p, opt) in enumerate(zip(params, optims, strict=True)):
             opt.param_groups[0]["lr"] = settings[j][0] * factor + absolute
             opt.zero_grad()
             F.cross_entropy(LOGIT_SCALE * pool[idx[j]] @ p, labels[idx[j]]).backward()

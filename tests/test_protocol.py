@@ -88,7 +88,7 @@ def test_lin_learning_rate_schedule():
     assert rates[0] == 1e-5 and rates[1] == pytest.approx(base / 50) and rates[49] == pytest.approx(base * 49 / 50)
     assert rates[50] == pytest.approx(base)  # update 51: the cosine's first value
     assert rates[51] == pytest.approx(base * 0.5 * (1 + np.cos(np.pi / 12_800)))
-    assert 0 < rates[-1] < 1e-3 * base and all(a >= b for a, b in zip(rates[50:], rates[51:]))
+    assert 0 < rates[-1] < 1e-3 * base and all(a >= b for a, b in zip(rates[50:], rates[51:], strict=False))
 
 
 def test_lin_validation_points_include_update_one(lite_small_features):
