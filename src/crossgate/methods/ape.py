@@ -16,7 +16,6 @@ keeps 800 of 1,024).
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +67,7 @@ def kl_bits(values: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
                               "images beside zero-shot (Zhu et al., ICCV 2023; the paper's GPT-3 prompts not used)")
 class APE(FewShotClassifier):
     uses_text = True
+    zero_shot_attr = "text_"  # consulted at prediction time (with_text)
     config_class = APEConfig  # training-free and deterministic: random_state is unused
 
     def fit(self, x, y, *, text=None, val=None):
@@ -115,10 +115,6 @@ class APE(FewShotClassifier):
         _, bi, ai, gi = best
         return float(cfg.betas[bi]), float(cfg.alphas[ai]), float(cfg.gammas[gi])
 
-    def with_text(self, text):
-        other = copy.copy(self)
-        other.text_ = text.class_means()
-        return other
 
     def _logits(self, x):
         zero_shot, affinity = self._affinity(x)

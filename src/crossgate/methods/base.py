@@ -10,6 +10,7 @@ Its CLI flags, bench settings, results rows and saved models follow from the con
 """
 from __future__ import annotations
 
+import copy
 import inspect
 
 import numpy as np
@@ -129,10 +130,16 @@ class FewShotClassifier:
         y = check_labels(y, len(np.asarray(x)))
         return float(np.mean(self.predict(x) == y)) if len(y) else float("nan")
 
+    zero_shot_attr: str | None = None  # the fitted attribute holding the zero-shot class weights, if any
+
     def with_text(self, text: TextFeatures) -> FewShotClassifier:
         """This fitted classifier consulting `text` instead of its prompts at prediction time (the
         robustness benchmark's noisy prompts). Methods whose predictions read no text return themselves."""
-        return self
+        if self.zero_shot_attr is None:
+            return self
+        other = copy.copy(self)
+        setattr(other, self.zero_shot_attr, text.class_means())
+        return other
 
     # --- fitted state as arrays + JSON values, for saving without pickle (see crossgate.model) ---
 

@@ -11,7 +11,6 @@ Without augmented views (the authors average 10 augmented epochs) we use the vie
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +48,7 @@ def gda_head(x: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[np.ndarray, 
                               "α on validation (Wang et al., ICLR 2024)")
 class GDA(FewShotClassifier):
     uses_text = True
+    zero_shot_attr = "text_"  # consulted at prediction time (with_text)
     config_class = GDAConfig  # closed form: random_state is unused
 
     def fit(self, x, y, *, text=None, val=None):
@@ -67,10 +67,6 @@ class GDA(FewShotClassifier):
         x = unit_rows(x)
         return LOGIT_SCALE * x @ self.text_.T, x @ self.coef_.T + self.intercept_
 
-    def with_text(self, text):
-        other = copy.copy(self)
-        other.text_ = text.class_means()
-        return other
 
     def _logits(self, x):
         zero_shot, gda = self._parts(x)

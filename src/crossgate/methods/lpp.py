@@ -15,7 +15,6 @@ current gradient, which is the update the paper derives its step size for.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +45,7 @@ def lpp_step_sizes(x: torch.Tensor, text: torch.Tensor) -> tuple[float, float]:
                               "with closed-form step sizes, epoch on validation (Huang et al., CVPR 2024)")
 class LPP(FewShotClassifier):
     uses_text = True
+    zero_shot_attr = "text_"  # consulted at prediction time (with_text)
     config_class = LPPConfig  # random_state seeds the bias initialisation
 
     def fit(self, x, y, *, text=None, val=None):
@@ -87,10 +87,6 @@ class LPP(FewShotClassifier):
         self.chosen_ = {"epoch": epoch, "lr_w": lr_w, "lr_alpha": lr_alpha}
         return self
 
-    def with_text(self, text):
-        other = copy.copy(self)
-        other.text_ = text.class_means()
-        return other
 
     def _logits(self, x):
         x = unit_rows(x)

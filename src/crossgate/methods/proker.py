@@ -13,7 +13,6 @@ of K per β; λ = 0 switches the adaptation off (zero-shot).
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +49,7 @@ def proker_coefficients(kernel: torch.Tensor, residual: torch.Tensor, lambdas) -
                                  "over zero-shot logits; (β, λ) on validation (Bendou et al., CVPR 2025)")
 class ProKeR(FewShotClassifier):
     uses_text = True
+    zero_shot_attr = "text_"  # consulted at prediction time (with_text)
     config_class = ProKeRConfig  # closed form: random_state is unused
 
     def fit(self, x, y, *, text=None, val=None):
@@ -77,10 +77,6 @@ class ProKeR(FewShotClassifier):
         self.chosen_ = {"beta": self.beta_, "lambda": self.lambda_}
         return self
 
-    def with_text(self, text):
-        other = copy.copy(self)
-        other.text_ = text.class_means()
-        return other
 
     def _logits(self, x):
         x = torch.from_numpy(unit_rows(x)).double()

@@ -1,7 +1,6 @@
 """Zero-shot: classify by cosine similarity to each class's mean template text feature."""
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +18,7 @@ class ZeroShotConfig:
                                    "(Radford et al., ICML 2021); uses no image labels")
 class ZeroShot(FewShotClassifier):
     uses_text = True
+    zero_shot_attr = "class_weights_"  # consulted at prediction time (with_text)
     config_class = ZeroShotConfig
 
     def fit(self, x, y, *, text=None, val=None):
@@ -28,10 +28,6 @@ class ZeroShot(FewShotClassifier):
         self.chosen_ = {}
         return self
 
-    def with_text(self, text):
-        other = copy.copy(self)
-        other.class_weights_ = text.class_means().astype(np.float32)
-        return other
 
     def _logits(self, x):
         return self.logit_scale_ * unit_rows(x) @ self.class_weights_.T
