@@ -323,7 +323,7 @@ def cmd_bench(args, settings) -> int:
     from tqdm.auto import tqdm
 
     from .bench import BenchConfig, run_bench
-    from .report import markdown_table, robustness_markdown, summarize, write_reports
+    from .report import markdown_table, paired_markdown, robustness_markdown, summarize, write_reports
 
     config = BenchConfig(dataset=args.dataset, backbone=args.backbone, shots=args.shots, seeds=args.seeds,
                          methods=args.methods, out=args.out, configs=method_configs_from(args), jobs=args.jobs,
@@ -338,6 +338,9 @@ def cmd_bench(args, settings) -> int:
     for (ds, bb), by_method in summarize(rows).items():
         print(f"\n{ds} · {bb} · test accuracy (%), mean ± std over seeds {','.join(map(str, config.seeds))}\n")
         print(markdown_table(by_method))
+    paired = paired_markdown(rows)
+    if paired:
+        print("\n" + paired)
     if config.corruptions:
         print("\n" + robustness_markdown(rows))
     print(f"\nwrote {config.out / 'results.jsonl'}, " + ", ".join(p.name for p in written))

@@ -56,6 +56,7 @@ def fit_one(features: DatasetFeatures, method: str, shots: int | str, seed: int,
     extra = {}
     if hasattr(clf, "top1_true_class_rate"):  # how often the gate's first pick is a text of the true class
         extra["gate_top1_true_class"] = pct(clf.top1_true_class_rate(features.test.x, features.test.labels))
+        extra.update(clf.selection_stats(features.test.x))  # how varied the selection is (a collapse shows)
     return clf, {
         **extra,
         "method": method, "shots": shots, "seed": seed,

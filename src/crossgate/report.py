@@ -39,6 +39,45 @@ def markdown_table(by_method: dict[str, dict[int, tuple]]) -> str:
     return "\n".join(lines)
 
 
+GATED = "gate-joint"  # the method the paired comparison is about
+
+
+def paired_differences(rows: list[dict], method: str = GATED) -> dict[tuple, dict[int, dict]]:
+    """{(dataset, backbone): {shots: {"best_other", "diffs" (per seed), "mean", "std"}}}: `method` minus the
+    other method with the best mean at that shot count, seed by seed, so on the same few-shot draws."""
+    out: dict = {}
+    for group, by_method in summarize(rows).items():
+        if method not in by_method:
+            continue
+        acc = {(r["method"], int(r["shots"]), r["seed"]): r["acc_test"] for r in rows
+               if r.get("corruption") is None and (r["dataset"], r["backbone"]) == group}
+        per_shots = {}
+        for shots in by_method[method]:
+            others = {m: per[shots][0] for m, per in by_method.items() if m != method and shots in per}
+            if not others:
+                continue
+            best = max(others, key=others.get)
+            seeds = sorted(s for m, k, s in acc if m == method and k == shots and (best, k, s) in acc)
+            diffs = [round(acc[(method, shots, s)] - acc[(best, shots, s)], 4) for s in seeds]
+            if diffs:
+                per_shots[shots] = {"best_other": best, "seeds": seeds, "diffs": diffs, **dict(
+                    zip(("mean", "std"), mean_std(diffs), strict=True))}
+        out[group] = per_shots
+    return out
+
+
+def paired_markdown(rows: list[dict], method: str = GATED) -> str:
+    parts = []
+    for (dataset, backbone), per_shots in paired_differences(rows, method).items():
+        parts += [f"### {method} minus the best other method · {dataset} · {backbone} (test points, same draws)",
+                  "", "| shots | best other (mean) | per seed | mean ± std |", "|---:|---|---|---:|"]
+        for shots, d in per_shots.items():
+            per_seed = ", ".join(f"s{s}: {v:+.1f}" for s, v in zip(d["seeds"], d["diffs"], strict=True))
+            parts.append(f"| {shots} | {d['best_other']} | {per_seed} | {d['mean']:+.1f} ± {d['std']:.1f} |")
+        parts.append("")
+    return "\n".join(parts)
+
+
 def condition(row: dict) -> str:
     return "clean" if row.get("corruption") is None else f"{row['corruption']}:{row['severity']}"
 
@@ -85,6 +124,9 @@ def summary_markdown(rows: list[dict]) -> str:
         seeds = sorted({r["seed"] for r in rows if r["dataset"] == dataset and r["backbone"] == backbone})
         parts += [f"## {dataset} · {backbone} · seeds {', '.join(map(str, seeds))}", "",
                   markdown_table(by_method), ""]
+    paired = paired_markdown(rows)
+    if paired:
+        parts += ["## Paired differences", "", paired]
     robustness = robustness_markdown(rows)
     if robustness:
         parts += ["## Robustness", "", "Fitted heads scored on corrupted test images, or consulting corrupted "
@@ -96,11 +138,16 @@ def summary_markdown(rows: list[dict]) -> str:
 def summary_csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["dataset", "backbone", "method", "shots", "n_seeds", "acc_test_mean", "acc_test_std"])
+    writer.writerow(["dataset", "backbone", "method", "shots", "n_seeds", "acc_test_mean", "acc_test_std",
+                     "compared_with"])
     for (dataset, backbone), by_method in summarize(rows).items():
         for method, per in by_method.items():
             for shots, (mean, std, n) in per.items():
-                writer.writerow([dataset, backbone, method, shots, n, f"{mean:.4f}", f"{std:.4f}"])
+                writer.writerow([dataset, backbone, method, shots, n, f"{mean:.4f}", f"{std:.4f}", ""])
+    for (dataset, backbone), per_shots in paired_differences(rows).items():  # rows "<gated> - <best other>"
+        for shots, d in per_shots.items():
+            writer.writerow([dataset, backbone, f"{GATED} - {d['best_other']}", shots, len(d["diffs"]),
+                             f"{d['mean']:.4f}", f"{d['std']:.4f}", d["best_other"]])
     return buf.getvalue()
 
 

@@ -12,7 +12,7 @@ a learned temperature, and k / d_proj chosen on the few-shot validation split.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -25,7 +25,6 @@ from ..errors import UserError
 from ..fusion import DynamicGate, class_text_proj, gate_loss, resolve_k
 from ..train import TrainConfig, cross_modal_batches, train
 from .base import METHODS, FewShotClassifier, unit_rows
-from .linear import LogisticProbe, LogRegConfig
 
 LOGIT_SCALE = 100.0  # CLIP's and Lin et al.'s fixed cosine-logit scale
 
@@ -138,6 +137,15 @@ class _GateBase(FewShotClassifier):
         out = self._gate_output(torch.from_numpy(unit_rows(np.asarray(x, dtype=np.float32))))
         return out.indices.numpy(), out.weights.numpy()
 
+    def selection_stats(self, x) -> dict:
+        """How varied the gate's selection is over these images: the number of distinct texts selected as
+        top-1 (of the pool's size) and the mean entropy (nats) of the attention weights over the k texts."""
+        indices, weights = self.explain(x)
+        w = np.clip(weights.astype(np.float64), 1e-12, 1)
+        return {"gate_top1_distinct": int(len(np.unique(indices[:, 0]))), "gate_pool_size": len(self.texts_),
+                "gate_attention_entropy": round(float(np.mean(-(w * np.log(w)).sum(1))), 4),
+                "gate_k": int(indices.shape[1])}
+
     def top1_true_class_rate(self, x, y) -> float:
         """How often the gate's top-1 selected text belongs to the image's true class (a fraction)."""
         indices, _ = self.explain(x)
@@ -221,130 +229,139 @@ class Gate(_GateBase):
 
 @dataclass
 class JointConfig:
-    steps: int = param(100, "full-batch Adam steps (few-shot sets are small enough to use every sample each step)",
-                       positive=True)
+    bases: tuple[str, ...] = param(("logreg", "lpp", "proker", "gda", "tip"),
+                                   "methods fitted as bases (their own validation selection, defaults); the "
+                                   "base the gate corrects is their ensemble or one of them, chosen on validation")
+    # text-weak data (Fashion-MNIST on lite) pulls the zero-shot-anchored bases down, and the ensemble with them;
+    # the image-only probe alone is the other candidate (chosen on held-out validation images, see README)
+    candidates: tuple[str, ...] = param(("ensemble", "logreg"), "base candidates, chosen on validation (ties to "
+                                        "the earlier): 'ensemble' (the mean of the bases' standardised logits) "
+                                        "or a base's name")
+    steps: int = param(100, "full-batch Adam steps of the gate and its residual", positive=True)
     lr: float = param(1e-3, "Adam learning rate", positive=True)
-    eval_every: int = param(5, "validate every this many steps (and the warm start); the best state is kept",
-                            positive=True)
-    center: bool = param(True, "subtract the few-shot images' mean (texts: the pool's mean) before normalising")
+    eval_every: int = param(5, "validate every this many steps (and the base alone); the best state is kept, "
+                               "ties to the earlier", positive=True)
+    center: bool = param(True, "subtract the few-shot images' mean (texts: the pool's mean) before the gate")
     aux_weight: float = param(1.0, "weight of the paper's combined gate loss next to cross-entropy")
-    text_weight: float = param(0.5, "share of the cross-entropy on class-text samples (Lin et al.'s batch ratio)")
-    l2_grid: tuple[float, ...] = param((1e-4, 1e-3, 1e-2), "L2 strengths of the warm-start probe, chosen on "
-                                       "validation")
     k_grid: tuple[int | str, ...] = param((1, 5, "all"), "candidate k, chosen on validation ('all' = whole pool)",
                                           choices=("all",), positive=True)
-    d_proj_grid: tuple[int, ...] = param((256,), "candidate projection sizes, chosen on validation", positive=True)
+    d_proj: int = param(256, "shared projection size of the gate", positive=True)
     lambda_rec: float = param(0.75, "weight of the gate's reconstruction loss (paper 5.6)")
     lambda_align: float = param(0.25, "weight of the gate's alignment loss (paper 5.6)")
     text_space: str = param("image", "the gate's text pool: image (aligned) or native (text tower's own)",
                             choices=("image", "native"))
     init: str = param("tied", "gate initialisation: tied or default", choices=("tied", "default"))
 
-    def gate(self, k, d_proj) -> GateConfig:
-        return GateConfig(d_proj=d_proj, k=k, lambda_rec=self.lambda_rec, lambda_align=self.lambda_align,
+    def gate(self, k) -> GateConfig:
+        return GateConfig(d_proj=self.d_proj, k=k, lambda_rec=self.lambda_rec, lambda_align=self.lambda_align,
                           text_space=self.text_space, init=self.init)
 
 
-class _JointModel(nn.Module):
-    """logits = W z + b + s·100·cos(z, class texts), z = x + β·gate(x).enhanced.
+def standardized(logits: torch.Tensor) -> torch.Tensor:
+    """Each row's logits centred and scaled to unit standard deviation: bases with different logit scales
+    (100·cos, a probe's raw scores, ProKeR's bare cosines) count alike in an ensemble."""
+    logits = logits - logits.mean(1, keepdim=True)
+    return logits / (logits.std(1, keepdim=True, correction=0) + 1e-9)
 
-    Warm-started at the validation-chosen logistic-regression probe (β = s = 0), so training only keeps
-    what the gate and the text prior add on validation.
-    """
 
-    def __init__(self, gate: DynamicGate, probe: torch.Tensor, class_text: torch.Tensor):
+class _Residual(nn.Module):
+    """What the gate adds to the base: logits = base + W z + λ · E, with z = unit(x + β·gate(x).enhanced) and
+    E_c = Σ α_i [text i is of class c] the attention mass the gate gives each class's texts (per-image text
+    evidence). W, β and λ start at 0, so the model starts as the base."""
+
+    def __init__(self, gate: DynamicGate, n_classes: int, d_img: int, pool_labels: torch.Tensor):
         super().__init__()
         self.gate = gate
         self.beta = nn.Parameter(torch.zeros(()))
-        self.weight = nn.Parameter(probe[:, :-1].clone())
-        self.bias = nn.Parameter(probe[:, -1].clone())
-        self.text_scale = nn.Parameter(torch.zeros(()))
-        self.register_buffer("class_text", class_text)
+        self.weight = nn.Parameter(torch.zeros(n_classes, d_img))
+        self.evidence = nn.Parameter(torch.zeros(()))
+        self.register_buffer("pool_labels", pool_labels)
 
-    def forward(self, x: torch.Tensor, pool: torch.Tensor):
+    def forward(self, x: torch.Tensor, pool: torch.Tensor, base: torch.Tensor):
         out = self.gate(x, pool)
-        z = x + self.beta * out.enhanced
-        logits = z @ self.weight.T + self.bias + self.text_scale * _cosine_logits(z, self.class_text, LOGIT_SCALE)
-        return logits, out
+        z = F.normalize(x + self.beta * out.enhanced, dim=1)
+        votes = torch.zeros_like(base).scatter_add(1, self.pool_labels[out.indices], out.weights)
+        return base + z @ self.weight.T + self.evidence * votes, out
 
 
-def _centered_class_text(text_x: torch.Tensor, labels: torch.Tensor, txt_mean: torch.Tensor, n_classes: int):
-    """Unit class means of the centered, renormalised class texts (texts labelled -1 belong to no class)."""
-    text_x = F.normalize(text_x - txt_mean, dim=1)
-    own = labels >= 0
-    return text_x, F.normalize(class_text_proj(text_x[own], labels[own], n_classes), dim=1)
-
-
-def _center(data: _Data) -> tuple[_Data, dict[str, torch.Tensor]]:
-    """Remove the common direction of each modality, estimated on training data only."""
-    means = {"img": data.x.mean(0), "txt": data.text_x.mean(0), "pool": data.pool.mean(0)}
-    norm = F.normalize
-    text_x, class_init = _centered_class_text(data.text_x, data.pool_labels, means["txt"], len(data.class_init))
-    return (replace(data, x=norm(data.x - means["img"], dim=1), pool=norm(data.pool - means["pool"], dim=1),
-                    text_x=text_x, class_init=class_init,
-                    xv=norm(data.xv - means["img"], dim=1) if data.xv is not None else None), means)
-
-
-@METHODS.register("gate-joint", help="Ours: probe warm start + residual gate + text prior, trained end to end; "
-                                     "k chosen on validation")
+@METHODS.register("gate-joint", help="Ours: the dynamic gate as a validation-checked residual (features and "
+                                     "per-image text evidence) on the best of the strongest bases or their "
+                                     "ensemble")
 class GateJoint(_GateBase):
-    config_class = JointConfig  # optimisation, centering, the gate's loss and the validation grid
+    config_class = JointConfig  # the bases, optimisation, the gate's loss and the validation grid
 
     def fit(self, x, y, *, text=None, val=None):
         x, y, val = self._check_fit(x, y, text, val)
         cfg = self._config()
+        unknown = [b for b in cfg.bases if b not in METHODS or b == "gate-joint"]
+        if unknown or not cfg.bases:
+            raise UserError(f"gate-joint bases must be other methods; got {unknown or 'none'} "
+                            f"(--gate-joint-bases; available: {', '.join(METHODS.names())})")
+        stray = [c for c in cfg.candidates if c != "ensemble" and c not in cfg.bases]
+        if stray or not cfg.candidates:
+            raise UserError(f"gate-joint candidates must be 'ensemble' or bases, got {stray or 'none'} "
+                            "(--gate-joint-candidates)")
+        self.bases_ = {name: METHODS.create(name, random_state=self._seed()).fit(x, y, text=text, val=val)
+                       for name in cfg.bases}
+        xv, yv = self._val_or_train(x, y, val)
+        self.base_ = self._choose_base(xv, yv)
         data = _prepare(x, y, text, val, cfg.text_space)
-        self.img_mean_ = torch.zeros(data.x.shape[1])
-        self.txt_mean_, self.pool_mean_ = torch.zeros(data.text_x.shape[1]), torch.zeros(data.pool.shape[1])
-        if cfg.center:
-            data, means = _center(data)
-            self.img_mean_, self.txt_mean_, self.pool_mean_ = means["img"], means["txt"], means["pool"]
-        probe = LogisticProbe(LogRegConfig(l2_grid=cfg.l2_grid)).fit(data.x.numpy(), data.y.numpy(), val=(
-            (data.xv.numpy(), data.yv.numpy()) if data.xv is not None else None))
-        # LogisticProbe normalises rows again; ours are unit-norm already, so its solution applies as is
-        probe_w = torch.from_numpy(np.concatenate([probe.coef_, probe.intercept_[:, None]], axis=1))
+        self.img_mean_ = data.x.mean(0) if cfg.center else torch.zeros(data.x.shape[1])
+        self.pool_mean_ = data.pool.mean(0) if cfg.center else torch.zeros(data.pool.shape[1])
+        pool = F.normalize(data.pool - self.pool_mean_, dim=1)
+        train_in, train_base = self._inputs(x), self._base_logits(x)
+        val_in, val_base = self._inputs(xv), self._base_logits(xv)
+        yv_t = torch.from_numpy(yv)
         n_texts = len(text.labels)
-        ks = list(dict.fromkeys(k if k == "all" else min(k, n_texts) for k in cfg.k_grid))
         best = None
-        for d_proj in cfg.d_proj_grid:
-            for k in ks:
-                trial = cfg.gate(k, d_proj)
-                trial.validate(n_texts, data.x.shape[1], data.pool.shape[1])
-                model, result = self._fit_one(data, cfg, trial, probe_w, probe.l2_)
-                if best is None or result.best_score > best[0]:
-                    best = (result.best_score, model, trial, result)
+        for k in dict.fromkeys(k if k == "all" else min(k, n_texts) for k in cfg.k_grid):
+            trial = cfg.gate(k)
+            trial.validate(n_texts, data.x.shape[1], data.pool.shape[1])
+            model, result = self._fit_residual(train_in, data.y, train_base, pool, data.pool_labels, val_in,
+                                               yv_t, val_base, cfg, trial)
+            if best is None or result.best_score > best[0]:  # ties: the earlier k
+                best = (result.best_score, model, trial, result)
         _, self.model_, trial, result = best
-        self.pool_ = data.pool
+        self.pool_ = pool
         self._store_text(text)
-        self.chosen_ = {"k": trial.k, "d_proj": trial.d_proj, "l2": probe.l2_,
+        self.chosen_ = {"base": self.base_, "k": trial.k, "best_step": result.best_iteration,
                         "beta": round(float(self.model_.beta), 4),
-                        "text_scale": round(float(self.model_.text_scale), 4), "best_step": result.best_iteration}
+                        "evidence": round(float(self.model_.evidence), 4),
+                        "residual_norm": round(float(self.model_.weight.norm()), 4),
+                        **{f"base_{b}": clf.chosen_ for b, clf in self.bases_.items()}}
         return self
 
-    def _fit_one(self, data: _Data, cfg: JointConfig, gcfg: GateConfig, probe_w: torch.Tensor, l2: float):
+    def _base_logits(self, x: np.ndarray, base: str | None = None) -> torch.Tensor:
+        """The chosen base's logits (an ensemble: the mean of the bases' standardised logits), standardised."""
+        base = base or self.base_
+        members = list(self.bases_) if base == "ensemble" else [base]
+        return standardized(sum(standardized(torch.from_numpy(self.bases_[m]._logits(x)).double())
+                                for m in members) / len(members)).float()
+
+    def _candidates(self) -> list[str]:
+        return list(dict.fromkeys(c for c in self._config().candidates if c == "ensemble" or c in self.bases_))
+
+    def _choose_base(self, xv: np.ndarray, yv: np.ndarray) -> str:
+        """A candidate base by validation accuracy; ties to the earlier candidate."""
+        accs = {b: float((self._base_logits(xv, b).argmax(1).numpy() == yv).mean()) for b in self._candidates()}
+        return max(accs, key=lambda b: (accs[b], -list(accs).index(b)))
+
+    def _fit_residual(self, x, y, base, pool, pool_labels, xv, yv, base_v, cfg: JointConfig, gcfg: GateConfig):
         torch.manual_seed(self._seed())
-        gate = DynamicGate(data.x.shape[1], data.pool.shape[1], gcfg.d_proj, gcfg.k, gcfg.init)
-        model = _JointModel(gate, probe_w, data.class_init)
+        gate = DynamicGate(x.shape[1], pool.shape[1], gcfg.d_proj, gcfg.k, gcfg.init)
+        model = _Residual(gate, self.n_classes_, x.shape[1], pool_labels)
         n_classes = self.n_classes_
 
-        # images and class-text samples in one batch; cross-entropy weighted by modality (Lin's batch ratio)
-        xb, yb = torch.cat([data.x, data.text_x]), torch.cat([data.y, data.pool_labels])
-        n_img, n_txt = len(data.y), len(data.pool_labels)
-        ce_weights = torch.cat([torch.full((n_img,), (1 - cfg.text_weight) / n_img),
-                                torch.full((n_txt,), cfg.text_weight / n_txt)])
-
         def loss_fn(_):
-            logits, out = model(xb, data.pool)
-            aux = gate_loss(model.gate, out, xb, yb, data.pool_labels, n_classes, gcfg.lambda_rec, gcfg.lambda_align)
-            ce = (ce_weights * F.cross_entropy(logits, yb, reduction="none")).sum()
+            logits, out = model(x, pool, base)
+            aux = gate_loss(model.gate, out, x, y, pool_labels, n_classes, gcfg.lambda_rec, gcfg.lambda_align)
             # the paper's L_align sums over the batch; per sample here, so a full batch weighs like a minibatch
-            gate_term = gcfg.lambda_rec * aux.rec + gcfg.lambda_align * aux.align / len(yb)
-            return ce + cfg.aux_weight * gate_term + l2 * (model.weight ** 2).sum()
+            gate_term = gcfg.lambda_rec * aux.rec + gcfg.lambda_align * aux.align / len(y)
+            return F.cross_entropy(logits, y) + cfg.aux_weight * gate_term
 
-        def evaluate():
-            xe, ye = (data.xv, data.yv) if data.xv is not None else (data.x, data.y)
-            logits, _ = model(xe, data.pool)
-            return float((logits.argmax(1) == ye).float().mean()), -float(F.cross_entropy(logits, ye))
+        def evaluate():  # validation accuracy, ties broken by validation loss; the base itself is step 0
+            logits, _ = model(xv, pool, base_v)
+            return (float((logits.argmax(1) == yv).float().mean()), -float(F.cross_entropy(logits, yv)))
 
         result = train(model, loss_fn, lambda step: [None], evaluate,
                        TrainConfig(lr=cfg.lr, epochs=cfg.steps, step_epochs=max(1, cfg.steps // 4), gamma=0.5,
@@ -352,22 +369,52 @@ class GateJoint(_GateBase):
         model.requires_grad_(False)
         return model, result
 
+    # --- saving: the bases' fitted state nested under "bases.<name>." ---
+
+    def fitted_state(self):
+        bases = self.bases_
+        try:  # the base class saves this estimator's own learned attributes; the bases go under their names
+            del self.bases_
+            arrays, state = super().fitted_state()
+        finally:
+            self.bases_ = bases
+        state["bases"] = {}
+        for name, clf in bases.items():
+            base_arrays, base_state = clf.fitted_state()
+            arrays.update({f"bases.{name}.{k}": v for k, v in base_arrays.items()})
+            state["bases"][name] = base_state
+        return arrays, state
+
+    def load_fitted_state(self, arrays, state):
+        if not isinstance(state.get("bases"), dict) or not state["bases"]:
+            raise UserError("saved gate-joint state lacks its bases; the model file is incomplete")
+        own = {k: v for k, v in arrays.items() if not k.startswith("bases.")}
+        super().load_fitted_state(own, {k: v for k, v in state.items() if k != "bases"})
+        self.bases_ = {}
+        for name, base_state in state["bases"].items():
+            if name not in METHODS or name == "gate-joint":
+                raise UserError(f"saved gate-joint base {name!r} is not a method of this crossgate")
+            prefix = f"bases.{name}."
+            self.bases_[name] = METHODS.create(name).load_fitted_state(
+                {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}, base_state)
+        if self.base_ not in ("ensemble", *self.bases_):
+            raise UserError(f"saved gate-joint base {self.base_!r} is none of its bases")
+        return self
+
     def _module_spec(self, name, module):
-        return {"gate": self._gate_spec(module.gate), "n_classes": len(module.class_text)}
+        return {"gate": self._gate_spec(module.gate), "n_classes": module.weight.shape[0],
+                "n_texts": len(module.pool_labels)}
 
     def _build_module(self, name, spec):
-        gate = self._new_gate(spec["gate"])
-        d_img = spec["gate"]["d_img"]
-        return _JointModel(gate, torch.zeros(spec["n_classes"], d_img + 1), torch.zeros(spec["n_classes"], d_img))
+        return _Residual(self._new_gate(spec["gate"]), spec["n_classes"], spec["gate"]["d_img"],
+                         torch.zeros(spec["n_texts"], dtype=torch.long))
 
     def with_text(self, text):
         other = super().with_text(text)
         other.pool_ = F.normalize(other.pool_ - self.pool_mean_, dim=1)  # centred as at fit time
         other.model_ = copy.deepcopy(self.model_)
-        labels = torch.from_numpy(text.labels.astype(np.int64))
-        _, class_text = _centered_class_text(torch.from_numpy(unit_rows(text.x)), labels, self.txt_mean_,
-                                             self.n_classes_)
-        other.model_.class_text = class_text
+        other.model_.pool_labels = torch.from_numpy(text.labels.astype(np.int64))
+        other.bases_ = {name: clf.with_text(text) for name, clf in self.bases_.items()}
         return other
 
     def _inputs(self, x: np.ndarray) -> torch.Tensor:
@@ -379,4 +426,4 @@ class GateJoint(_GateBase):
 
     def _logits(self, x):
         with torch.no_grad():
-            return self.model_(self._inputs(x), self.pool_)[0].numpy()
+            return self.model_(self._inputs(x), self.pool_, self._base_logits(x))[0].numpy()

@@ -1,0 +1,81 @@
+"""gate-joint as a validation-checked residual on the best base; the paper's gate's diagnostics; paired
+differences on the same draws."""
+import numpy as np
+import pytest
+
+from crossgate.errors import UserError
+from crossgate.methods import create_method
+from tests.conftest import blobs
+
+
+def test_gate_joint_starts_from_its_base_and_keeps_only_what_validation_confirms():
+    from crossgate.methods.gate import JointConfig, standardized
+
+    x, y, text = blobs(spread=0.9)
+    xv, yv, _ = blobs(seed=1, spread=0.9)
+    clf = create_method("gate-joint", random_state=0).fit(x, y, text=text, val=(xv, yv))
+    assert clf.chosen_["base"] in ("ensemble", "logreg")
+    base_val = (clf._base_logits(xv).argmax(1).numpy() == yv).mean()
+    assert clf.score(xv, yv) >= base_val  # the base alone is step 0 of the checkpoint search
+    # with no training steps left to it, gate-joint is exactly its base: the residual starts at zero
+    import torch
+
+    still = create_method("gate-joint", config=JointConfig(steps=1, lr=1e-12, candidates=("logreg",)),
+                          random_state=0).fit(x, y, text=text, val=(xv, yv))
+    expected = standardized(torch.from_numpy(still.bases_["logreg"]._logits(x)).double())
+    np.testing.assert_allclose(still._logits(x), expected.numpy(), atol=1e-4)
+
+
+def test_gate_joint_ensemble_is_the_mean_of_standardised_base_logits():
+    import torch
+
+    from crossgate.methods.gate import JointConfig
+
+    x, y, text = blobs()
+    clf = create_method("gate-joint", config=JointConfig(candidates=("ensemble",), steps=1),
+                        random_state=0).fit(x, y, text=text)
+    per_base = []
+    for b in clf.bases_.values():
+        logits = b._logits(x).astype(np.float64)
+        logits = logits - logits.mean(1, keepdims=True)
+        per_base.append(logits / logits.std(1, keepdims=True))
+    mean = np.mean(per_base, axis=0)
+    mean = (mean - mean.mean(1, keepdims=True)) / mean.std(1, keepdims=True)
+    np.testing.assert_allclose(clf._base_logits(x).numpy(), mean, atol=1e-4)
+    assert isinstance(clf._base_logits(x), torch.Tensor)
+
+
+def test_gate_joint_refuses_unknown_bases_and_candidates():
+    from crossgate.methods.gate import JointConfig
+
+    x, y, text = blobs()
+    with pytest.raises(UserError, match="--gate-joint-bases"):
+        create_method("gate-joint", config=JointConfig(bases=("nope",))).fit(x, y, text=text)
+    with pytest.raises(UserError, match="--gate-joint-candidates"):
+        create_method("gate-joint", config=JointConfig(candidates=("lpp",), bases=("logreg",))).fit(x, y, text=text)
+
+
+def test_gate_selection_stats_count_distinct_top1_texts_and_attention_entropy():
+    x, y, text = blobs()
+    clf = create_method("gate", random_state=0).fit(x, y, text=text)
+    indices, weights = clf.explain(x)
+    stats = clf.selection_stats(x)
+    assert stats["gate_top1_distinct"] == len(set(indices[:, 0].tolist())) <= stats["gate_pool_size"] == 8
+    w = weights.astype(np.float64)
+    assert stats["gate_attention_entropy"] == pytest.approx(np.mean([-(r * np.log(r)).sum() for r in w]), abs=1e-4)
+    assert 0 <= stats["gate_attention_entropy"] <= np.log(stats["gate_k"]) + 1e-6
+
+
+def test_paired_differences_are_per_seed_against_the_best_other_mean():
+    from crossgate.report import paired_differences, paired_markdown
+
+    def row(method, shots, seed, acc):
+        return {"dataset": "d", "backbone": "b", "method": method, "shots": shots, "seed": seed, "acc_test": acc}
+
+    rows = [row("gate-joint", 4, 1, 80.0), row("gate-joint", 4, 2, 70.0),
+            row("lpp", 4, 1, 78.0), row("lpp", 4, 2, 74.0),  # mean 76: the best other
+            row("zeroshot", 4, 1, 60.0), row("zeroshot", 4, 2, 60.0)]
+    d = paired_differences(rows)[("d", "b")][4]
+    assert d["best_other"] == "lpp" and d["diffs"] == [2.0, -4.0]
+    assert d["mean"] == pytest.approx(-1.0) and d["std"] == pytest.approx(np.std([2.0, -4.0], ddof=1))
+    assert "s1: +2.0, s2: -4.0" in paired_markdown(rows)
