@@ -79,3 +79,15 @@ def test_paired_differences_are_per_seed_against_the_best_other_mean():
     assert d["best_other"] == "lpp" and d["diffs"] == [2.0, -4.0]
     assert d["mean"] == pytest.approx(-1.0) and d["std"] == pytest.approx(np.std([2.0, -4.0], ddof=1))
     assert "s1: +2.0, s2: -4.0" in paired_markdown(rows)
+
+
+def test_gate_joint_consults_a_corrupted_prompt_pool_with_texts_of_no_class():
+    from dataclasses import replace
+
+    x, y, text = blobs()
+    clf = create_method("gate-joint", random_state=0).fit(x, y, text=text)
+    labels = text.labels.copy()
+    labels[[1, 4]] = -1  # distractor prompts, as the robustness benchmark's prompt corruptions add
+    noisy = replace(text, labels=labels)
+    proba = clf.with_text(noisy).predict_proba(x)
+    assert np.isfinite(proba).all() and np.allclose(proba.sum(1), 1, atol=1e-5)

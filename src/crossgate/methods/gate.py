@@ -280,7 +280,8 @@ class _Residual(nn.Module):
     def forward(self, x: torch.Tensor, pool: torch.Tensor, base: torch.Tensor):
         out = self.gate(x, pool)
         z = F.normalize(x + self.beta * out.enhanced, dim=1)
-        votes = torch.zeros_like(base).scatter_add(1, self.pool_labels[out.indices], out.weights)
+        labels = self.pool_labels[out.indices]  # a corrupted prompt pool may hold texts of no class (-1)
+        votes = torch.zeros_like(base).scatter_add(1, labels.clamp_min(0), out.weights * (labels >= 0))
         return base + z @ self.weight.T + self.evidence * votes, out
 
 
