@@ -79,3 +79,12 @@ def test_heldout_retrieval_is_perfect_for_an_exact_linear_map():
     x = rng.normal(size=(100, 8))
     y = x @ rng.normal(size=(8, 16))
     assert heldout_retrieval(x, y, alpha=1e-6) == 1.0
+
+
+def test_lite_identity_says_where_features_were_computed():
+    """GPU kernels round differently from the CPU's: features computed on a GPU must not share the CPU's
+    cache entries (constructing the encoder loads no model, so this runs without a GPU)."""
+    from crossgate.encoders.lite import LiteEncoder
+
+    cpu, cuda = LiteEncoder(device="cpu").identity, LiteEncoder(device="cuda").identity
+    assert cpu != cuda and cuda.endswith(";cuda-fp32]") and cpu.endswith(";channels_last]")
