@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import types
 import typing
-from dataclasses import MISSING, field, fields, is_dataclass
+from dataclasses import MISSING, field, fields
 
 from .errors import UserError
 
@@ -139,6 +139,3 @@ def config_from_dict(cls, values: dict, what: str):
             raise UserError(f"{what}: config field {name!r} = {value!r} is invalid: {err}") from None
     return cls(**kwargs)
 
-
-def is_config(obj) -> bool:
-    return is_dataclass(obj) and not isinstance(obj, type)

@@ -20,9 +20,4 @@ def list_methods() -> list[str]:
     return METHODS.names()
 
 
-def config_class(name: str):
-    """The config dataclass a method registered with itself."""
-    return METHODS.factory(name).config_class
-
-
-__all__ = ["METHODS", "FewShotClassifier", "config_class", "create_method", "list_methods"]
+__all__ = ["METHODS", "FewShotClassifier", "create_method", "list_methods"]
