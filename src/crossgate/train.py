@@ -109,6 +109,20 @@ def dassl_lr(epoch: int, base: float, total: int, warmup_lr: float = 1e-5) -> fl
     return base * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / total))
 
 
+def train_dassl(optimizer: torch.optim.Optimizer, loss_fn: Callable[[torch.Tensor], torch.Tensor], n: int,
+                batch_size: int, epochs: int, base_lr: float, generator: torch.Generator) -> None:
+    """Epochs of shuffled minibatches of n samples under dassl_lr, no validation (the CoOp-family
+    trainers' loop); `loss_fn(indices)` gives a batch's loss."""
+    for epoch in range(epochs):
+        for group in optimizer.param_groups:
+            group["lr"] = dassl_lr(epoch, base_lr, epochs)
+        for idx in epoch_batches(n, batch_size, generator):
+            loss = loss_fn(idx)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+
 def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     """One shuffled pass over n samples in batches of batch_size (the last one may be smaller)."""
     order = torch.randperm(n, generator=generator)

@@ -22,7 +22,7 @@ import torch
 from torch.nn import functional as F
 
 from ..config import param
-from ..train import dassl_lr, epoch_batches
+from ..train import train_dassl
 from .base import METHODS, FewShotClassifier, unit_rows
 
 LOGIT_SCALE = 100.0
@@ -70,16 +70,13 @@ class CLAP(FewShotClassifier):
         if not cfg.constraint:
             multipliers = torch.zeros_like(multipliers)
         opt = torch.optim.SGD([prototypes], lr=cfg.lr, momentum=0.9)
-        gen = torch.Generator().manual_seed(self._seed())
-        for epoch in range(cfg.epochs):
-            for group in opt.param_groups:
-                group["lr"] = dassl_lr(epoch, cfg.lr, cfg.epochs)
-            for idx in epoch_batches(len(yt), cfg.batch_size, gen):
-                penalty = (multipliers * (prototypes - base).pow(2).sum(-1)).mean()
-                loss = F.cross_entropy(cosine_logits(xt[idx], prototypes), yt[idx]) + penalty
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+
+        def loss_fn(idx):
+            penalty = (multipliers * (prototypes - base).pow(2).sum(-1)).mean()
+            return F.cross_entropy(cosine_logits(xt[idx], prototypes), yt[idx]) + penalty
+
+        train_dassl(opt, loss_fn, len(yt), cfg.batch_size, cfg.epochs, cfg.lr,
+                    torch.Generator().manual_seed(self._seed()))
         self.prototypes_ = prototypes.detach().numpy()
         self.multipliers_ = multipliers.numpy()
         self.chosen_ = {}

@@ -15,7 +15,7 @@ import torch
 from torch.nn import functional as F
 
 from ..config import param
-from ..train import dassl_lr, epoch_batches
+from ..train import train_dassl
 from .base import METHODS, FewShotClassifier, unit_rows
 from .clap import base_text, cosine_logits
 
@@ -56,16 +56,9 @@ class TaskRes(FewShotClassifier):
 
     def _train(self, xt, yt, base, alpha, cfg) -> torch.Tensor:
         residual = torch.nn.Parameter(torch.zeros_like(base))
-        opt = torch.optim.Adam([residual], lr=cfg.lr)
-        gen = torch.Generator().manual_seed(self._seed())
-        for epoch in range(cfg.epochs):
-            for group in opt.param_groups:
-                group["lr"] = dassl_lr(epoch, cfg.lr, cfg.epochs)
-            for idx in epoch_batches(len(yt), cfg.batch_size, gen):
-                loss = F.cross_entropy(cosine_logits(xt[idx], base + alpha * residual), yt[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+        train_dassl(torch.optim.Adam([residual], lr=cfg.lr),
+                    lambda idx: F.cross_entropy(cosine_logits(xt[idx], base + alpha * residual), yt[idx]),
+                    len(yt), cfg.batch_size, cfg.epochs, cfg.lr, torch.Generator().manual_seed(self._seed()))
         return residual.detach()
 
     def _logits(self, x):
