@@ -86,5 +86,11 @@ def test_lite_identity_says_where_features_were_computed():
     cache entries (constructing the encoder loads no model, so this runs without a GPU)."""
     from crossgate.encoders.lite import LiteEncoder
 
+    from crossgate.encoders.base import same_model
+
     cpu, cuda = LiteEncoder(device="cpu").identity, LiteEncoder(device="cuda").identity
-    assert cpu != cuda and cuda.endswith(";cuda-fp32]") and cpu.endswith(";channels_last]")
+    assert cpu != cuda and cuda.endswith(";channels_last];cuda-fp32") and cpu.endswith(";channels_last]")
+    tensor = LiteEncoder(device="cuda").use_decode("auto").identity
+    assert tensor == cuda + ";decode=torch-bicubic224-crop224-mean0.5,0.5,0.5-std0.5,0.5,0.5"
+    assert same_model(cpu, cuda) and same_model(cpu, tensor) and same_model(tensor, cpu)  # predict accepts
+    assert not same_model(cpu, cpu.replace("map=", "map=other-"))

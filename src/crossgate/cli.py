@@ -144,8 +144,13 @@ def _common() -> argparse.ArgumentParser:
     common.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where encoders run (default: auto)")
     common.add_argument("--batch-size", type=positive_int, default=64, help="images per encoder batch")
-    common.add_argument("--workers", type=non_negative_int, default=0,
-                        help="DataLoader worker processes decoding images (default: 0, in the main process)")
+    common.add_argument("--workers", type=non_negative_int, default=None,
+                        help="processes reading and decoding images (default: 8 on a GPU; on a CPU 0, i.e. in "
+                             "the main process, up to 4 cores, else a quarter of the cores, at most 4)")
+    common.add_argument("--decode", choices=("auto", "pil", "torch"), default="auto",
+                        help="how images become pixels: pil (decode and resize on the CPU), torch (JPEGs decoded "
+                             "and resized on the encoder's device; nvjpeg on a GPU); default auto: torch on a "
+                             "GPU, pil on a CPU")
     common.add_argument("--no-progress", action="store_true", help="hide progress bars")
     common.add_argument("--offline", action="store_true",
                         help="never download datasets or weights (also CROSSGATE_OFFLINE=1); name missing files")
@@ -257,7 +262,8 @@ def build_settings(args):
 
     return Settings(cache_dir=(args.cache_dir or default_cache_dir()).expanduser(),
                     data_root=(args.data_root or default_data_root()).expanduser(), device=args.device,
-                    batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress,
+                    batch_size=args.batch_size, workers=args.workers, decode=args.decode,
+                    progress=not args.no_progress,
                     on_bad_image=args.on_bad_image,
                     **({"offline": True} if args.offline else {}))
 
@@ -305,7 +311,7 @@ def cmd_extract(args, settings) -> int:
     try:
         dataset = load_dataset(args.dataset, settings, templates=args.templates)
         encoder = create_encoder(args.backbone, cache_dir=settings.cache_dir,
-                                 device=group.device(settings.torch_device()))
+                                 device=group.device(settings.torch_device()), decode=settings.decode)
         cache = feature_cache(settings)
         cache.ensure_features(encoder, dataset, args.flip, group.rank, group.world, group.barrier)
         if group.rank == 0:
@@ -399,7 +405,8 @@ def cmd_predict(args, settings) -> int:
     model = load_model(args.model)
     files = _image_files(args.images)
     name = args.backbone or model.backbone
-    encoder = create_encoder(name, cache_dir=settings.cache_dir, device=settings.torch_device())
+    encoder = create_encoder(name, cache_dir=settings.cache_dir, device=settings.torch_device(),
+                             decode=settings.decode)
     model.check_backbone(encoder.identity, name)
     x, files, bad = encode_files(encoder, files, settings)
     if bad:

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from . import corruptions
+from . import corruptions, pixels
 from .datasets.base import Split
 from .encoders.base import Encoder
 from .errors import UserError
@@ -41,13 +41,20 @@ class UnreadableImages(UserError):
                          "remove them, or pass --on-bad-image skip to leave them out")
 
 
+# Workers load this many images per task and the main process regroups them into encoder batches: with
+# whole encoder batches as tasks, 8 workers on 4 batches left half of them idle and the first batch came
+# only after one worker had decoded all of it alone (issue 13).
+LOAD_GROUP = 8
+
+
 class _PixelDataset(torch.utils.data.Dataset):
     """(position, pixels or None, error or None): an unreadable image is reported, not raised, so that one
-    pass can list every bad file."""
+    pass can list every bad file. With the tensor decode, "pixels" is ("jpeg", bytes) or ("rgb", array)."""
 
-    def __init__(self, split: Split, positions: list[int], preprocess, view: str):
-        self.split, self.positions, self.preprocess = split, positions, preprocess
+    def __init__(self, split: Split, positions: list[int], preprocess, view: str, tensor_decode: bool = False):
+        self.split, self.positions, self.preprocess, self.view = split, positions, preprocess, view
         self.transform = view_transform(view)
+        self.tensor_decode = tensor_decode
 
     def __len__(self):
         return len(self.positions)
@@ -55,10 +62,15 @@ class _PixelDataset(torch.utils.data.Dataset):
     def __getitem__(self, j):
         i = self.positions[j]
         try:
-            image = self.split.load_image(i)
+            if self.tensor_decode and self.split.locate is not None and self.view in VIEWS:
+                return i, pixels.read_for_decode(self.split.locate(i), self.split.missing_hint,
+                                                 flip=self.view == "flip"), None
+            image = self.transform(self.split.load_image(i), i)
         except UserError as err:
             return i, None, str(err)
-        return i, self.preprocess(self.transform(image, i)), None
+        if self.tensor_decode:
+            return i, ("rgb", np.array(image.convert("RGB"), dtype=np.uint8)), None
+        return i, self.preprocess(image), None
 
 
 def view_transform(view: str):
@@ -72,20 +84,132 @@ def view_transform(view: str):
     raise ValueError(f"unknown view {view!r}; available: {', '.join(VIEWS)} or corrupt:<name>:<severity>:<seed>")
 
 
-def _collate(items):
-    good = [(i, pixels) for i, pixels, _ in items if pixels is not None]
-    bad = [(i, error) for i, _, error in items if error is not None]
-    return [i for i, _ in good], torch.stack([p for _, p in good]) if good else None, bad
+def _groups(loader, batch_size: int):
+    """Items of the loader's small groups, regrouped into lists of `batch_size` (the last may be shorter)."""
+    batch = []
+    for group in loader:
+        for item in group:
+            batch.append(item)
+            if len(batch) == batch_size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+def _split_items(batch):
+    good = [(i, p) for i, p, _ in batch if p is not None]
+    bad = [(i, error) for i, _, error in batch if error is not None]
+    return good, bad
+
+
+def _prefetched(batches: Iterator, device: str, depth: int = 2) -> Iterator:
+    """Run `batches` (a generator of (positions, pixels, bad)) in a background thread, `depth` batches
+    ahead, on its own CUDA stream on a GPU: decoding batch k+1 overlaps the forward pass of batch k."""
+    import queue
+    import threading
+
+    cuda = device.startswith("cuda")
+    stream = torch.cuda.Stream(device=device) if cuda else None
+    box: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            with torch.cuda.stream(stream) if cuda else _nothing():
+                for good, pix, bad in batches:
+                    event = None
+                    if cuda:
+                        event = torch.cuda.Event()
+                        event.record(stream)
+                    while not stop.is_set():
+                        try:
+                            box.put((good, pix, bad, event), timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+            box.put(done)
+        except BaseException as err:  # noqa: BLE001  (re-raised in the consumer)
+            box.put(err)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = box.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            good, pix, bad, event = item
+            if event is not None and pix is not None:
+                torch.cuda.current_stream(device).wait_event(event)
+                pix.record_stream(torch.cuda.current_stream(device))
+            yield good, pix, bad
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+@contextmanager
+def _nothing():
+    yield
+
+
+def _tensor_pixels(encoder: Encoder, split: Split, batch, view: str) -> tuple[list[int], torch.Tensor | None, list]:
+    """Decode and preprocess one batch of ("jpeg", bytes) / ("rgb", array) items on the encoder's device;
+    a JPEG the device decoder refuses is decoded by PIL instead (and reported if PIL cannot either)."""
+    good, bad = _split_items(batch)
+    device = encoder.device
+    jpegs = [j for j, (_, (kind, _)) in enumerate(good) if kind == "jpeg"]
+    decoded = dict(zip(jpegs, pixels.decode_jpegs([good[j][1][1] for j in jpegs], device)))
+    images, flips, kept = [], [], []
+    for j, (i, (kind, payload)) in enumerate(good):
+        flip = False
+        if kind == "jpeg":
+            image = decoded[j]
+            flip = view == "flip"  # the workers mirrored the others already
+            if image is None:  # nvjpeg refused it: PIL decodes it, or words why it cannot
+                try:
+                    image = pixels.read_for_decode(split.locate(i), split.missing_hint, flip=flip)[1]
+                except UserError as err:
+                    bad.append((i, str(err)))
+                    continue
+                image, flip = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).to(device), False
+        else:
+            image = torch.from_numpy(payload).permute(2, 0, 1).to(device, non_blocking=True)
+        images.append(image)
+        flips.append(flip)
+        kept.append(i)
+    if not images:
+        return kept, None, bad
+    return kept, pixels.preprocess_batch(images, encoder.pixel_spec, flips), bad
 
 
 def encode_batches(encoder: Encoder, split: Split, positions: list[int], batch_size: int, workers: int,
                    view: str = "center") -> Iterator[tuple[list[int], np.ndarray | None, list[tuple[int, str]]]]:
     """(good positions, their features, [(bad position, error)]) per batch of `positions`, in order."""
-    loader = torch.utils.data.DataLoader(_PixelDataset(split, positions, encoder.preprocess, view),
-                                         batch_size=batch_size, num_workers=workers, collate_fn=_collate,
-                                         pin_memory=encoder.device.startswith("cuda"))
-    for good, pixels, bad in loader:
-        yield good, encoder.encode_images(pixels) if pixels is not None else None, bad
+    tensor_decode = encoder.decode == "torch"
+    loader = torch.utils.data.DataLoader(
+        _PixelDataset(split, positions, encoder.preprocess, view, tensor_decode), batch_size=LOAD_GROUP,
+        num_workers=workers, collate_fn=list)
+
+    def prepared():
+        for batch in _groups(loader, batch_size):
+            if tensor_decode:
+                yield _tensor_pixels(encoder, split, batch, view)
+                continue
+            good, bad = _split_items(batch)
+            pix = torch.stack([p for _, p in good]) if good else None
+            if pix is not None and encoder.device.startswith("cuda"):
+                pix = pix.pin_memory()  # lets the copy to the GPU overlap
+            yield [i for i, _ in good], pix, bad
+
+    for good, pix, bad in _prefetched(prepared(), encoder.device):
+        yield good, encoder.encode_images(pix) if pix is not None else None, bad
 
 
 @dataclass(frozen=True)

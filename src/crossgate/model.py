@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .encoders.base import same_model
 from .errors import UserError
 from .methods import METHODS, FewShotClassifier
 from .storage import load_arrays, save_arrays
@@ -34,7 +35,7 @@ class SavedModel:
     info: dict = field(default_factory=dict)  # few-shot draw, hyperparameters, metrics
 
     def check_backbone(self, identity: str, name: str) -> None:
-        if identity != self.backbone_identity:
+        if not same_model(identity, self.backbone_identity):
             raise UserError(f"this model was fitted on features of {self.backbone!r} ({self.backbone_identity}), "
                             f"but backbone {name!r} is {identity}; predict with --backbone {self.backbone}")
 

@@ -15,7 +15,7 @@ from .model import jsonable
 
 
 def feature_cache(settings) -> FeatureCache:
-    return FeatureCache(settings.cache_dir, settings.batch_size, settings.workers, settings.progress,
+    return FeatureCache(settings.cache_dir, settings.batch_size, settings.loader_workers(), settings.progress,
                         settings.on_bad_image, settings.chunk_images)
 
 
@@ -26,7 +26,8 @@ def load_features(settings, dataset_name: str, backbone: str, templates=None, fl
     from .encoders import create_encoder
 
     dataset = load_dataset(dataset_name, settings, templates=templates)
-    encoder = create_encoder(backbone, cache_dir=settings.cache_dir, device=settings.torch_device())
+    encoder = create_encoder(backbone, cache_dir=settings.cache_dir, device=settings.torch_device(),
+                             decode=settings.decode)
     cache = feature_cache(settings)
     feats = cache.features(encoder, dataset, flip=flip)
     if corrupt:
@@ -80,7 +81,7 @@ def encode_files(encoder, files: list[Path], settings) -> tuple[np.ndarray, list
     items = files_split(Path.cwd(), [str(f) for f in files], np.zeros(len(files)), "it was given on the command line")
     good, feats, bad = [], [], []
     for positions, x, errors in encode_batches(encoder, items, list(range(len(files))), settings.batch_size,
-                                               settings.workers):
+                                               settings.loader_workers()):
         good += positions
         feats += [x] if x is not None else []
         bad += errors

@@ -20,7 +20,8 @@ class Settings:
     data_root: Path = field(default_factory=default_data_root)  # downloaded / user datasets
     device: str = "auto"  # auto | cpu | cuda
     batch_size: int = 64  # images per encoder forward
-    workers: int = 0  # DataLoader workers for decoding and preprocessing
+    workers: int | None = None  # DataLoader workers reading / decoding images; None: per device (loader_workers)
+    decode: str = "auto"  # auto | pil | torch: how images become pixels (crossgate.pixels)
     progress: bool = True  # tqdm bars on stderr
     on_bad_image: str = "fail"  # unreadable images: "fail" listing them all, or "skip" them
     chunk_images: int = field(default_factory=lambda: int(os.environ.get("CROSSGATE_CHUNK_IMAGES") or 2048))
@@ -39,3 +40,14 @@ class Settings:
             raise UserError(f"--device cuda, but this torch ({torch.__version__}) sees no CUDA GPU; "
                             "use --device cpu or auto, or install a CUDA build of torch")
         return self.device
+
+    def loader_workers(self) -> int:
+        """--workers, else per device: on a GPU 8 processes read (and where needed decode) files ahead of
+        it; on a CPU the encoder's own threads use the cores, and one process more helps only with some to
+        spare (measured in benchmarks/extract_throughput.py)."""
+        if self.workers is not None:
+            return self.workers
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        if self.torch_device().startswith("cuda"):
+            return max(1, min(8, cores - 1))
+        return 0 if cores <= 4 else min(4, cores // 4)

@@ -24,6 +24,8 @@ class Split:
     labels: np.ndarray  # (N,) int64 class indices
     load_image: Callable[[int], Image.Image]
     paths: list[str] | None = None  # image paths relative to the dataset's images folder, when on disk
+    locate: Callable[[int], Path] | None = None  # the i-th image's file, when on disk (the tensor decode reads it)
+    missing_hint: str = ""  # what to do about a missing file, for the error message
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -84,7 +86,8 @@ def files_split(folder: Path, paths: list[str], labels, missing_hint: str) -> Sp
     def load(i: int) -> Image.Image:
         return open_rgb(folder / paths[i], missing_hint)
 
-    return Split(labels=np.asarray(labels, dtype=np.int64), load_image=load, paths=paths)
+    return Split(labels=np.asarray(labels, dtype=np.int64), load_image=load, paths=paths,
+                 locate=lambda i: folder / paths[i], missing_hint=missing_hint)
 
 
 def digest_files(paths: list[Path]) -> str:

@@ -4,13 +4,14 @@ from .base import BACKBONES, Encoder
 from .openclip import PREFIX as OPENCLIP_PREFIX
 
 
-def create_encoder(name: str, cache_dir=None, device: str = "cpu") -> Encoder:
-    """A registered backbone by name, or any open_clip model as openclip:<arch>/<pretrained>."""
+def create_encoder(name: str, cache_dir=None, device: str = "cpu", decode: str = "auto") -> Encoder:
+    """A registered backbone by name, or any open_clip model as openclip:<arch>/<pretrained>; `decode`
+    picks how images become pixels (see crossgate.pixels)."""
     if name.startswith(OPENCLIP_PREFIX):
-        return openclip.create_openclip(name, device=device)
+        return openclip.create_openclip(name, device=device).use_decode(decode)
     if name not in BACKBONES:
         raise UserError(f"unknown backbone {name!r}; available: {', '.join(list_backbones())}")
-    return BACKBONES.create(name, cache_dir=cache_dir, device=device)
+    return BACKBONES.create(name, cache_dir=cache_dir, device=device).use_decode(decode)
 
 
 def list_backbones() -> list[str]:

@@ -145,12 +145,10 @@ class LiteEncoder(Encoder):
         return load_minilm(self.device)
 
     @property
-    def identity(self) -> str:
-        # channels_last convolutions round differently from contiguous ones: part of what makes the features
-        # the device's kernels round differently from the CPU's: features from a GPU get their own cache entries
-        device = torch.device(self.device).type
+    def model_identity(self) -> str:
+        # channels_last convolutions round differently from contiguous ones
         return (f"lite[{self._weights};map={MAP_VERSION};pre=bicubic{IMAGE_SIZE}-center-crop-mean0.5-std0.5;"
-                "channels_last" + ("" if device == "cpu" else f";{device}-fp32") + "]")
+                "channels_last]")
 
     @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor) -> np.ndarray:

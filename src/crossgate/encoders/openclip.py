@@ -84,10 +84,11 @@ class OpenClipEncoder(Encoder):
                                                                      and model.text_projection is not None
                                                                      else model.visual.output_dim)
         pre = hashlib.sha256(repr(preprocess).encode()).hexdigest()[:8]
-        self._identity = f"openclip:{arch}/{weights};pre={pre}" + (";fp16" if precision == "fp16" else "")
+        self.precision = precision
+        self._identity = f"openclip:{arch}/{weights};pre={pre}"
 
     @property
-    def identity(self) -> str:
+    def model_identity(self) -> str:
         return self._identity
 
     @torch.inference_mode()
