@@ -26,18 +26,17 @@ import torch
 
 
 class FirstImages:
-    """The first n test images of a dataset, as a dataset of their own (its own cache identity)."""
+    """The first n images of one split of a dataset, as a dataset of their own (its own cache identity)."""
 
-    def __init__(self, dataset, n: int):
-        from crossgate.datasets.base import Split
+    def __init__(self, dataset, n: int, split: str = "test"):
+        from dataclasses import replace
 
-        test = dataset.split("test")
-        if n > len(test):
-            raise SystemExit(f"--n {n}: {dataset.name} has only {len(test)} test images")
+        items = dataset.split(split)
+        if n > len(items):
+            raise SystemExit(f"--n {n}: {dataset.name} has only {len(items)} {split} images")
         self.name, self.classnames, self.templates = dataset.name, dataset.classnames, dataset.templates
-        self.identity = f"{dataset.identity}[test:{n}]"
-        self._split = Split(labels=test.labels[:n], load_image=test.load_image,
-                            paths=test.paths[:n] if test.paths else None)
+        self.identity = f"{dataset.identity}[{split}:{n}]"
+        self._split = replace(items, labels=items.labels[:n], paths=items.paths[:n] if items.paths else None)
 
     def split(self, name):
         return self._split
@@ -55,7 +54,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backbone", default="lite")
     p.add_argument("--dataset", default="fashion-mnist")
-    p.add_argument("--n", type=int, default=512, help="images to extract (from the test split)")
+    p.add_argument("--n", type=int, default=512, help="images to extract (the first of --split)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=None, help="loader processes (default: crossgate's per device)")
     p.add_argument("--device", default="auto")
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     settings = Settings(device=args.device, workers=args.workers, decode=args.decode)
     device, workers = settings.torch_device(), settings.loader_workers()
     encoder = create_encoder(args.backbone, cache_dir=settings.cache_dir, device=device, decode=args.decode)
-    subset = FirstImages(load_dataset(args.dataset, settings), args.n)
+    subset = FirstImages(load_dataset(args.dataset, settings), args.n, args.split)
     items = subset.split("test")
     batches = [torch.stack([encoder.preprocess(items.load_image(i)) for i in range(s, min(s + args.batch_size,
                                                                                           args.n))])
@@ -101,7 +101,8 @@ def main(argv=None) -> int:
 
     pipeline, features = extract(encoder)
     reference = np.concatenate([encoder.encode_images(b) for b in batches])  # the PIL path's pixels
-    row = {"backbone": args.backbone, "n_images": args.n, "pipeline_img_s": round(pipeline, 2),
+    row = {"backbone": args.backbone, "dataset": args.dataset, "split": args.split, "n_images": args.n,
+           "pipeline_img_s": round(pipeline, 2),
            "forward_img_s": round(max(forward), 2), "ratio": round(pipeline / max(forward), 3),
            "batch_size": args.batch_size, "workers": workers, "decode": encoder.decode, "device": device,
            "torch_threads": torch.get_num_threads(), "machine": platform.machine()}

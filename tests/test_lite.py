@@ -84,9 +84,8 @@ def test_heldout_retrieval_is_perfect_for_an_exact_linear_map():
 def test_lite_identity_says_where_features_were_computed():
     """GPU kernels round differently from the CPU's: features computed on a GPU must not share the CPU's
     cache entries (constructing the encoder loads no model, so this runs without a GPU)."""
-    from crossgate.encoders.lite import LiteEncoder
-
     from crossgate.encoders.base import same_model
+    from crossgate.encoders.lite import LiteEncoder
 
     cpu, cuda = LiteEncoder(device="cpu").identity, LiteEncoder(device="cuda").identity
     assert cpu != cuda and cuda.endswith(";channels_last];cuda-fp32") and cpu.endswith(";channels_last]")

@@ -37,6 +37,7 @@ class BenchConfig:
     jobs: int = 1  # worker processes; each fits whole (shots, seed) draws single-threaded
     setup: dict = field(default_factory=dict)  # what else shapes the rows (views, templates); must match to resume
     corruptions: tuple = ()  # Corruption(name, severity): fitted heads also scored on corrupted test data
+    device: str = "cpu"  # where the methods fit ("cuda": every estimator trains on the GPU)
 
     def resolved_methods(self) -> list[str]:
         names = list(self.methods) or list_methods()
@@ -79,9 +80,9 @@ def corruption_rows(clf: FewShotClassifier, features: DatasetFeatures, clean: di
 
 
 def run_one(features: DatasetFeatures, method: str, shots: int, seed: int, config=None,
-            corruptions: tuple = ()) -> list[dict]:
+            corruptions: tuple = (), device: str = "cpu") -> list[dict]:
     """The clean row, then one row per corruption."""
-    clf, row = fit_one(features, method, shots, seed, config)
+    clf, row = fit_one(features, method, shots, seed, config, device)
     return [row] + corruption_rows(clf, features, row, corruptions)
 
 
@@ -140,7 +141,7 @@ def run_bench(config: BenchConfig, features: DatasetFeatures, backbone_identity:
         if on_run:
             on_run(results[0], (config.dataset, config.backbone, *job))
 
-    jobs = [(m, k, s, config.configs.get(m), config.corruptions) for m, k, s in todo]
+    jobs = [(m, k, s, config.configs.get(m), config.corruptions, config.device) for m, k, s in todo]
     if config.jobs > 1 and len(jobs) > 1:
         import multiprocessing as mp
 

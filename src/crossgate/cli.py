@@ -335,7 +335,7 @@ def cmd_bench(args, settings) -> int:
                          methods=args.methods, out=args.out, configs=method_configs_from(args), jobs=args.jobs,
                          setup={"train_views": ["center", "flip"] if args.flip else ["center"],
                                 "templates": args.templates, "corrupt_seed": args.corrupt_seed},
-                         corruptions=args.corrupt)
+                         corruptions=args.corrupt, device=settings.torch_device())
     n_runs = len(config.resolved_methods()) * len(config.shots) * len(config.seeds)  # validates names early
     encoder, dataset, feats = _load(args, settings)
     with tqdm(total=n_runs, desc="fits", unit="run", disable=not settings.progress, dynamic_ncols=True) as bar:
@@ -363,7 +363,8 @@ def cmd_train(args, settings) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"{args.out} is a file; a model is saved as a folder, choose another --out")
     encoder, dataset, feats = _load(args, settings)
-    clf, row = fit_one(feats, args.method, args.shots, args.seed, method_configs_from(args).get(args.method))
+    clf, row = fit_one(feats, args.method, args.shots, args.seed, method_configs_from(args).get(args.method),
+                       settings.torch_device())
     out = save_model(args.out, SavedModel(classifier=clf, method=args.method, backbone=args.backbone,
                                           backbone_identity=encoder.identity, classnames=feats.classnames,
                                           templates=list(dataset.templates), dataset=dataset.identity, info=row))
@@ -443,7 +444,8 @@ def cmd_explain(args, settings) -> int:
     if not hasattr(METHODS.factory(args.method), "explain"):
         raise UserError(f"method {args.method!r} has no gate to explain; use gate or gate-joint")
     encoder, dataset, feats = _load(args, settings)
-    clf, _ = fit_one(feats, args.method, args.shots, args.seed, method_configs_from(args).get(args.method))
+    clf, _ = fit_one(feats, args.method, args.shots, args.seed, method_configs_from(args).get(args.method),
+                     settings.torch_device())
     images = feats.split(args.split)
     if args.images is None:
         chosen = [int(np.flatnonzero(images.labels == c)[0]) for c in np.unique(images.labels)]

@@ -165,7 +165,7 @@ def _tensor_pixels(encoder: Encoder, split: Split, batch, view: str) -> tuple[li
     good, bad = _split_items(batch)
     device = encoder.device
     jpegs = [j for j, (_, (kind, _)) in enumerate(good) if kind == "jpeg"]
-    decoded = dict(zip(jpegs, pixels.decode_jpegs([good[j][1][1] for j in jpegs], device)))
+    decoded = dict(zip(jpegs, pixels.decode_jpegs([good[j][1][1] for j in jpegs], device), strict=True))
     images, flips, kept = [], [], []
     for j, (i, (kind, payload)) in enumerate(good):
         flip = False

@@ -39,18 +39,18 @@ def pct(value: float) -> float:
     return round(100.0 * value, 4)
 
 
-def make_method(method: str, seed: int, config=None) -> FewShotClassifier:
-    """A fresh estimator with its config (None: the method's defaults) and seed."""
-    return create_method(method, config=config, random_state=seed)
+def make_method(method: str, seed: int, config=None, device: str = "cpu") -> FewShotClassifier:
+    """A fresh estimator with its config (None: the method's defaults), seed and fit device."""
+    return create_method(method, config=config, random_state=seed, device=device)
 
 
 def fit_one(features: DatasetFeatures, method: str, shots: int | str, seed: int,
-            config=None) -> tuple[FewShotClassifier, dict]:
+            config=None, device: str = "cpu") -> tuple[FewShotClassifier, dict]:
     """Fit one method on one few-shot draw: the fitted estimator and its results row (accuracies in %)."""
     split = features.few_shot(shots, seed)
     xtr, ytr = features.few_shot_train(split.train)
     xval, yval = features.val.x[split.val], features.val.labels[split.val]
-    clf = make_method(method, seed, config)
+    clf = make_method(method, seed, config, device)
     start = time.perf_counter()
     clf.fit(xtr, ytr, text=features.text, val=(xval, yval))
     fit_seconds = time.perf_counter() - start

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -75,7 +76,7 @@ def read_for_decode(path, missing_hint: str, flip: bool = False):
     """("jpeg", bytes as a uint8 tensor) for a JPEG the tensor decoder takes, else ("rgb", HWC uint8
     array) decoded by PIL. A missing or unreadable file raises crossgate's UserError, as open_rgb does."""
     try:
-        data = open(path, "rb").read()
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         return "rgb", _as_array(open_rgb(path, missing_hint), flip)  # open_rgb words the error
     if _plain_jpeg(data):

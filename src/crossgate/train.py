@@ -86,8 +86,10 @@ def cross_modal_batches(n_images: int, n_texts: int, batch_size: int, text_ratio
     """
     n_text = int(round(batch_size * text_ratio)) if n_texts else 0
     n_img = max(1, batch_size - n_text)
-    images = torch.randperm(n_images, generator=generator)
-    texts = torch.randperm(max(n_texts, 1), generator=generator)
+    # drawn on the CPU with the seeded CPU generator, then moved: the same batches on every device
+    device = torch.get_default_device()
+    images = torch.randperm(n_images, generator=generator, device="cpu").to(device)
+    texts = torch.randperm(max(n_texts, 1), generator=generator, device="cpu").to(device)
     batches, t = [], 0
     for start in range(0, n_images, n_img):
         img_idx = images[start:start + n_img]
@@ -125,5 +127,5 @@ def train_dassl(optimizer: torch.optim.Optimizer, loss_fn: Callable[[torch.Tenso
 
 def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     """One shuffled pass over n samples in batches of batch_size (the last one may be smaller)."""
-    order = torch.randperm(n, generator=generator)
+    order = torch.randperm(n, generator=generator, device="cpu").to(torch.get_default_device())
     return [order[i:i + batch_size] for i in range(0, n, batch_size)]

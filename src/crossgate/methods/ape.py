@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..config import param
-from .base import METHODS, FewShotClassifier, unit_rows
+from .base import METHODS, FewShotClassifier, tensor, unit_rows
 
 LOGIT_SCALE = 100.0
 
@@ -73,33 +73,33 @@ class APE(FewShotClassifier):
     def fit(self, x, y, *, text=None, val=None):
         x, y, val = self._check_fit(x, y, text, val)
         cfg = self._config()
-        keys = torch.from_numpy(unit_rows(x))
-        text_w = torch.from_numpy(text.class_means())
-        values = torch.nn.functional.one_hot(torch.from_numpy(y), self.n_classes_).float()
-        criterion = channel_criterion(text_w, keys, torch.from_numpy(y), self.n_classes_, cfg.weights)
+        keys = tensor(unit_rows(x))
+        text_w = tensor(text.class_means())
+        values = torch.nn.functional.one_hot(tensor(y), self.n_classes_).float()
+        criterion = channel_criterion(text_w, keys, tensor(y), self.n_classes_, cfg.weights)
         n_keep = max(1, min(x.shape[1], int(round(cfg.channel_share * x.shape[1]))))
         channels = torch.topk(criterion, n_keep).indices
-        self.channels_ = channels.numpy()
+        self.channels_ = channels.cpu().numpy()
         refined_text = torch.nn.functional.normalize(text_w[:, channels], dim=1)
         refined_keys = torch.nn.functional.normalize(keys[:, channels], dim=1)
         divergence = kl_bits(values, refined_keys @ refined_text.T)
-        self.text_, self.keys_, self.values_, self.divergence_ = text_w.numpy(), refined_keys.numpy(), \
-            values.numpy(), divergence.numpy()
+        self.text_, self.keys_, self.values_, self.divergence_ = text_w.cpu().numpy(), refined_keys.cpu().numpy(), \
+            values.cpu().numpy(), divergence.cpu().numpy()
         xv, yv = self._val_or_train(x, y, val)
-        self.beta_, self.alpha_, self.gamma_ = self._search(xv, torch.from_numpy(yv), cfg)
+        self.beta_, self.alpha_, self.gamma_ = self._search(xv, tensor(yv), cfg)
         self.chosen_ = {"beta": self.beta_, "alpha": self.alpha_, "gamma": self.gamma_, "channels": n_keep}
         return self
 
     def _affinity(self, x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(zero-shot logits, refined affinity f' F'ᵀ) of raw features x."""
-        x = torch.from_numpy(unit_rows(x))
-        refined = torch.nn.functional.normalize(x[:, torch.from_numpy(self.channels_)], dim=1)
-        return LOGIT_SCALE * x @ torch.from_numpy(self.text_).T, refined @ torch.from_numpy(self.keys_).T
+        x = tensor(unit_rows(x))
+        refined = torch.nn.functional.normalize(x[:, tensor(self.channels_)], dim=1)
+        return LOGIT_SCALE * x @ tensor(self.text_).T, refined @ tensor(self.keys_).T
 
     def _search(self, xv, yv, cfg) -> tuple[float, float, float]:
         """The (β, α, γ) with the best validation accuracy; ties to the first in (β, α, γ) order."""
         zero_shot, affinity = self._affinity(xv)
-        values, div = torch.from_numpy(self.values_), torch.from_numpy(self.divergence_)
+        values, div = tensor(self.values_), tensor(self.divergence_)
         gammas, alphas = torch.tensor(cfg.gammas), torch.tensor(cfg.alphas)
         # every γ's reweighted values side by side: (K, nγ·C)
         soft = (values[None] * torch.exp(div[None] * gammas[:, None, None])).permute(1, 0, 2).reshape(len(values), -1)
@@ -118,5 +118,5 @@ class APE(FewShotClassifier):
 
     def _logits(self, x):
         zero_shot, affinity = self._affinity(x)
-        soft = torch.from_numpy(self.values_) * torch.exp(torch.from_numpy(self.divergence_) * self.gamma_)
-        return (zero_shot + self.alpha_ * torch.exp(-self.beta_ * (1 - affinity)) @ soft).numpy()
+        soft = tensor(self.values_) * torch.exp(tensor(self.divergence_) * self.gamma_)
+        return (zero_shot + self.alpha_ * torch.exp(-self.beta_ * (1 - affinity)) @ soft).cpu().numpy()

@@ -11,6 +11,7 @@ Its CLI flags, bench settings, results rows and saved models follow from the con
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 
 import numpy as np
@@ -43,13 +44,68 @@ def check_labels(y, n: int, what: str = "y") -> np.ndarray:
     return y.astype(np.int64, copy=False)
 
 
+def tensor(a, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """An array as a tensor on the device the fit runs on (torch's default device, which `fit` sets)."""
+    return torch.as_tensor(np.asarray(a), dtype=dtype, device=torch.get_default_device())
+
+
+def numpy_of(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def drawn(t: torch.Tensor) -> torch.Tensor:
+    """A tensor drawn on the CPU with a seeded CPU generator, on the fit's device: the same draws, so the
+    same batches, whatever the device."""
+    return t.to(torch.get_default_device())
+
+
+def seeded_on_cpu(seed: int, build, *args):
+    """`build(*args)` with its random initialisation drawn from the CPU generator seeded with `seed`, then
+    moved to the fit's device: the GPU's generator draws other numbers."""
+    torch.manual_seed(seed)
+    with torch.device("cpu"):
+        module = build(*args)
+    return module.to(torch.get_default_device())
+
+
+def _on_device(fit):
+    """Run `fit` with `self.device` as torch's default device, then bring the learned state to the CPU:
+    predictions, saving and pickling need no GPU."""
+    @functools.wraps(fit)
+    def wrapper(self, *args, **kwargs):
+        with torch.device(self._device()):  # on the CPU too: one code path
+            result = fit(self, *args, **kwargs)
+        for name, value in list(vars(self).items()):
+            if name.endswith("_") and isinstance(value, (torch.Tensor, torch.nn.Module)):
+                setattr(self, name, value.cpu())
+        return result
+
+    return wrapper
+
+
 class FewShotClassifier:
     uses_text = False  # True when fit needs the class text features
     config_class = None  # the method's config dataclass
 
-    def __init__(self, config=None, random_state: int | None = None):
+    def __init__(self, config=None, random_state: int | None = None, device: str = "cpu"):
         self.config = config  # the method's config dataclass; None means its defaults
         self.random_state = random_state  # seeds initialisation and batch draws where the method has any
+        self.device = device  # where fit computes ("cpu", "cuda", "cuda:1"); the fitted state ends on the CPU
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "fit" in cls.__dict__:
+            cls.fit = _on_device(cls.__dict__["fit"])
+
+    def _device(self) -> str:
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise UserError(f"device must be a torch device such as 'cpu' or 'cuda', got {self.device!r}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"device {self.device!r}, but this torch ({torch.__version__}) sees no CUDA GPU; "
+                            "use device='cpu'")
+        return str(device)
 
     def _config(self):
         """The config in force: the one given, else the defaults."""

@@ -23,7 +23,7 @@ from torch.nn import functional as F
 
 from ..config import param
 from ..train import train_dassl
-from .base import METHODS, FewShotClassifier, unit_rows
+from .base import METHODS, FewShotClassifier, tensor, unit_rows
 
 LOGIT_SCALE = 100.0
 
@@ -62,8 +62,8 @@ class CLAP(FewShotClassifier):
     def fit(self, x, y, *, text=None, val=None):
         x, y, val = self._check_fit(x, y, text, val)
         cfg = self._config()
-        xt, yt = torch.from_numpy(unit_rows(x)), torch.from_numpy(y)
-        base = torch.from_numpy(base_text(text))
+        xt, yt = tensor(unit_rows(x)), tensor(y)
+        base = tensor(base_text(text))
         prototypes = torch.nn.Parameter(base.clone())
         with torch.no_grad():
             multipliers = clap_multipliers(cosine_logits(xt, base), yt, self.n_classes_)
@@ -77,11 +77,11 @@ class CLAP(FewShotClassifier):
 
         train_dassl(opt, loss_fn, len(yt), cfg.batch_size, cfg.epochs, cfg.lr,
                     torch.Generator().manual_seed(self._seed()))
-        self.prototypes_ = prototypes.detach().numpy()
-        self.multipliers_ = multipliers.numpy()
+        self.prototypes_ = prototypes.detach().cpu().numpy()
+        self.multipliers_ = multipliers.cpu().numpy()
         self.chosen_ = {}
         return self
 
     def _logits(self, x):
         with torch.no_grad():
-            return cosine_logits(torch.from_numpy(unit_rows(x)), torch.from_numpy(self.prototypes_)).numpy()
+            return cosine_logits(tensor(unit_rows(x)), tensor(self.prototypes_)).cpu().numpy()

@@ -24,7 +24,7 @@ from ..config import param
 from ..errors import UserError
 from ..fusion import DynamicGate, class_text_proj, gate_loss, resolve_k
 from ..train import TrainConfig, cross_modal_batches, train
-from .base import METHODS, FewShotClassifier, unit_rows
+from .base import METHODS, FewShotClassifier, seeded_on_cpu, tensor, unit_rows
 
 LOGIT_SCALE = 100.0  # CLIP's and Lin et al.'s fixed cosine-logit scale
 
@@ -91,7 +91,7 @@ class _Data:
 
 def _text_pool(text, text_space: str) -> torch.Tensor:
     """The gate's text pool: every prompt, unit norm, in image space or the text tower's own."""
-    return torch.from_numpy(unit_rows(text.x if text_space == "image" else text.native))
+    return tensor(unit_rows(text.x if text_space == "image" else text.native))
 
 
 def _prepare(x, y, text, val, text_space: str) -> _Data:
@@ -134,8 +134,8 @@ class _GateBase(FewShotClassifier):
 
     def explain(self, x) -> tuple[np.ndarray, np.ndarray]:
         """For each image, the indices (into the text pool, best first) and weights of its selected texts."""
-        out = self._gate_output(torch.from_numpy(unit_rows(np.asarray(x, dtype=np.float32))))
-        return out.indices.numpy(), out.weights.numpy()
+        out = self._gate_output(tensor(unit_rows(np.asarray(x, dtype=np.float32))))
+        return out.indices.cpu().numpy(), out.weights.cpu().numpy()
 
     def selection_stats(self, x) -> dict:
         """How varied the gate's selection is over these images: the number of distinct texts selected as
@@ -163,8 +163,8 @@ class Gate(_GateBase):
         data = _prepare(x, y, text, val, cfg.text_space)
         cfg.validate(len(text.labels), data.x.shape[1], data.pool.shape[1])
         gen = torch.Generator().manual_seed(self._seed())
-        torch.manual_seed(self._seed())
-        gate = DynamicGate(data.x.shape[1], data.pool.shape[1], cfg.d_proj, cfg.k, cfg.init)
+        gate = seeded_on_cpu(self._seed(), DynamicGate, data.x.shape[1], data.pool.shape[1], cfg.d_proj, cfg.k,
+                             cfg.init)
 
         def loss_fn(batch):
             xb, yb = data.batch(*batch)
@@ -223,8 +223,8 @@ class Gate(_GateBase):
 
     def _logits(self, x):
         with torch.no_grad():
-            enhanced = self._gate_output(torch.from_numpy(unit_rows(x))).enhanced
-            return _cosine_logits(enhanced, self.head_, LOGIT_SCALE).numpy()
+            enhanced = self._gate_output(tensor(unit_rows(x))).enhanced
+            return _cosine_logits(enhanced, self.head_, LOGIT_SCALE).cpu().numpy()
 
 
 @dataclass
@@ -302,7 +302,8 @@ class GateJoint(_GateBase):
         if stray or not cfg.candidates:
             raise UserError(f"gate-joint candidates must be 'ensemble' or bases, got {stray or 'none'} "
                             "(--gate-joint-candidates)")
-        self.bases_ = {name: METHODS.create(name, random_state=self._seed()).fit(x, y, text=text, val=val)
+        self.bases_ = {name: METHODS.create(name, random_state=self._seed(), device=self.device).fit(
+                           x, y, text=text, val=val)
                        for name in cfg.bases}
         xv, yv = self._val_or_train(x, y, val)
         self.base_ = self._choose_base(xv, yv)
@@ -312,7 +313,7 @@ class GateJoint(_GateBase):
         pool = F.normalize(data.pool - self.pool_mean_, dim=1)
         train_in, train_base = self._inputs(x), self._base_logits(x)
         val_in, val_base = self._inputs(xv), self._base_logits(xv)
-        yv_t = torch.from_numpy(yv)
+        yv_t = tensor(yv)
         n_texts = len(text.labels)
         best = None
         for k in dict.fromkeys(k if k == "all" else min(k, n_texts) for k in cfg.k_grid):
@@ -336,7 +337,7 @@ class GateJoint(_GateBase):
         """The chosen base's logits (an ensemble: the mean of the bases' standardised logits), standardised."""
         base = base or self.base_
         members = list(self.bases_) if base == "ensemble" else [base]
-        return standardized(sum(standardized(torch.from_numpy(self.bases_[m]._logits(x)).double())
+        return standardized(sum(standardized(tensor(self.bases_[m]._logits(x)).double())
                                 for m in members) / len(members)).float()
 
     def _candidates(self) -> list[str]:
@@ -344,12 +345,11 @@ class GateJoint(_GateBase):
 
     def _choose_base(self, xv: np.ndarray, yv: np.ndarray) -> str:
         """A candidate base by validation accuracy; ties to the earlier candidate."""
-        accs = {b: float((self._base_logits(xv, b).argmax(1).numpy() == yv).mean()) for b in self._candidates()}
+        accs = {b: float((self._base_logits(xv, b).argmax(1).cpu().numpy() == yv).mean()) for b in self._candidates()}
         return max(accs, key=lambda b: (accs[b], -list(accs).index(b)))
 
     def _fit_residual(self, x, y, base, pool, pool_labels, xv, yv, base_v, cfg: JointConfig, gcfg: GateConfig):
-        torch.manual_seed(self._seed())
-        gate = DynamicGate(x.shape[1], pool.shape[1], gcfg.d_proj, gcfg.k, gcfg.init)
+        gate = seeded_on_cpu(self._seed(), DynamicGate, x.shape[1], pool.shape[1], gcfg.d_proj, gcfg.k, gcfg.init)
         model = _Residual(gate, self.n_classes_, x.shape[1], pool_labels)
         n_classes = self.n_classes_
 
@@ -414,12 +414,12 @@ class GateJoint(_GateBase):
         other = super().with_text(text)
         other.pool_ = F.normalize(other.pool_ - self.pool_mean_, dim=1)  # centred as at fit time
         other.model_ = copy.deepcopy(self.model_)
-        other.model_.pool_labels = torch.from_numpy(text.labels.astype(np.int64))
+        other.model_.pool_labels = tensor(text.labels.astype(np.int64))
         other.bases_ = {name: clf.with_text(text) for name, clf in self.bases_.items()}
         return other
 
     def _inputs(self, x: np.ndarray) -> torch.Tensor:
-        return F.normalize(torch.from_numpy(unit_rows(x)) - self.img_mean_, dim=1)
+        return F.normalize(tensor(unit_rows(x)) - self.img_mean_, dim=1)
 
     def _gate_output(self, x: torch.Tensor):
         with torch.no_grad():
@@ -427,4 +427,4 @@ class GateJoint(_GateBase):
 
     def _logits(self, x):
         with torch.no_grad():
-            return self.model_(self._inputs(x), self.pool_, self._base_logits(x))[0].numpy()
+            return self.model_(self._inputs(x), self.pool_, self._base_logits(x))[0].cpu().numpy()

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..config import param
-from .base import METHODS, FewShotClassifier, unit_rows
+from .base import METHODS, FewShotClassifier, tensor, unit_rows
 
 LOGIT_SCALE = 100.0
 
@@ -31,8 +31,8 @@ class GDAConfig:
 
 def gda_head(x: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """(W (C, D), b (C,)) of GDA with the authors' shrinkage precision, in float64."""
-    x = torch.from_numpy(x).double()
-    y = torch.from_numpy(y)
+    x = tensor(x).double()
+    y = tensor(y)
     onehot = torch.nn.functional.one_hot(y, n_classes).double()
     mus = (onehot.T @ x) / onehot.sum(0).clamp_min(1)[:, None]
     centred = x - mus[y]
@@ -41,7 +41,7 @@ def gda_head(x: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[np.ndarray, 
     precision = d * torch.linalg.pinv((n - 1) * cov + torch.trace(cov) * torch.eye(d, dtype=torch.float64))
     w = mus @ precision
     b = np.log(1.0 / n_classes) - 0.5 * (w * mus).sum(1)
-    return w.numpy(), b.numpy()
+    return w.cpu().numpy(), b.cpu().numpy()
 
 
 @METHODS.register("gda", help="Zero-shot + α·Gaussian discriminant analysis with a shrunk shared covariance; "

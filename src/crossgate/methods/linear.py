@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import param
-from .base import METHODS, FewShotClassifier, unit_rows
+from .base import METHODS, FewShotClassifier, tensor, unit_rows
 
 
 @dataclass
@@ -42,21 +42,21 @@ class LogisticProbe(FewShotClassifier):
     def fit(self, x, y, *, text=None, val=None):
         x, y, val = self._check_fit(x, y, text, val)
         cfg = self._config()
-        xt, yt = torch.from_numpy(unit_rows(x)), torch.from_numpy(y)
+        xt, yt = tensor(unit_rows(x)), tensor(y)
         best = None
         for l2 in cfg.l2_grid:  # best validation accuracy, ties broken by validation loss
             w = fit_logistic(xt, yt, self.n_classes_, l2, cfg.max_iter)
             if val is None or len(cfg.l2_grid) == 1:
                 best = (0.0, 0.0, l2, w)
                 break
-            logits = torch.from_numpy(unit_rows(val[0])) @ w[:, :-1].T + w[:, -1]
-            yv = torch.from_numpy(val[1])
+            logits = tensor(unit_rows(val[0])) @ w[:, :-1].T + w[:, -1]
+            yv = tensor(val[1])
             acc = float((logits.argmax(1) == yv).float().mean())
             loss = float(torch.nn.functional.cross_entropy(logits, yv))
             if best is None or (acc, -loss) > (best[0], best[1]):
                 best = (acc, -loss, l2, w)
         _, _, self.l2_, w = best
-        self.coef_, self.intercept_ = w[:, :-1].numpy(), w[:, -1].numpy()
+        self.coef_, self.intercept_ = w[:, :-1].cpu().numpy(), w[:, -1].cpu().numpy()
         self.chosen_ = {"l2": self.l2_}
         return self
 

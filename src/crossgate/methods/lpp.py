@@ -22,7 +22,7 @@ import torch
 from torch.nn import functional as F
 
 from ..config import param
-from .base import METHODS, FewShotClassifier, unit_rows
+from .base import METHODS, FewShotClassifier, drawn, tensor, unit_rows
 
 
 @dataclass
@@ -51,16 +51,16 @@ class LPP(FewShotClassifier):
     def fit(self, x, y, *, text=None, val=None):
         x, y, val = self._check_fit(x, y, text, val)
         cfg = self._config()
-        xt, yt = torch.from_numpy(unit_rows(x)), torch.from_numpy(y)
+        xt, yt = tensor(unit_rows(x)), tensor(y)
         self.text_ = text.class_means()
-        text_w = torch.from_numpy(self.text_)
+        text_w = tensor(self.text_)
         xv, yv = self._val_or_train(x, y, val)
-        xv, yv = torch.from_numpy(unit_rows(xv)), torch.from_numpy(yv)
+        xv, yv = tensor(unit_rows(xv)), tensor(yv)
         onehot = F.one_hot(yt, self.n_classes_).float()
         gen = torch.Generator().manual_seed(self._seed())
         bound = 1 / np.sqrt(x.shape[1])  # nn.Linear's default bias initialisation
         weight = torch.nn.Parameter(onehot.T @ xt)
-        bias = torch.nn.Parameter((torch.rand(self.n_classes_, generator=gen) * 2 - 1) * bound)
+        bias = torch.nn.Parameter((drawn(torch.rand(self.n_classes_, generator=gen, device="cpu")) * 2 - 1) * bound)
         zero_shot_train = xt @ text_w.T
         class_means = (onehot.T @ zero_shot_train) / onehot.sum(0).clamp_min(1)[:, None]
         alpha = torch.full((self.n_classes_,), cfg.alpha_init_scale * float(class_means.mean()), requires_grad=True)
@@ -83,7 +83,7 @@ class LPP(FewShotClassifier):
             if best is None or acc >= best[0]:
                 best = (acc, epoch + 1, weight.detach().clone(), bias.detach().clone(), alpha.detach().clone())
         _, epoch, weight, bias, alpha = best
-        self.coef_, self.intercept_, self.alpha_ = weight.numpy(), bias.numpy(), alpha.numpy()
+        self.coef_, self.intercept_, self.alpha_ = weight.cpu().numpy(), bias.cpu().numpy(), alpha.cpu().numpy()
         self.chosen_ = {"epoch": epoch, "lr_w": lr_w, "lr_alpha": lr_alpha}
         return self
 

@@ -116,7 +116,8 @@ def adamw_update(tr: _Track, xb: torch.Tensor, yb: torch.Tensor, minus_one: torc
 
 def _train_settings(ids, settings, pool, labels, n_images, xv, yv, init, search, seed, results):
     """Train the settings `ids` (each with its own batch stream) and store per setting its best
-    (val accuracy, step, weights, steps run) in `results`."""
+    (val accuracy, step, weights, steps run) in `results`. Runs on the device of `pool`."""
+    device = pool.device
     # softmax of 100·cosine logits underflows into subnormal floats, which the CPU computes with 5-10x
     # slower; flushed to zero in this worker thread (values below 1.2e-38 change no choice)
     torch.set_flush_denormal(True)
@@ -125,19 +126,21 @@ def _train_settings(ids, settings, pool, labels, n_images, xv, yv, init, search,
     for bs in sorted({settings[i][2] for i in ids}):
         group = [i for i in ids if settings[i][2] == bs]
         n_txt = bs // 2 if n_texts else 0
-        w = torch.from_numpy(np.ascontiguousarray(init.T, dtype=np.float32))[None].repeat(len(group), 1, 1)
-        tracks.append(_Track(ids=group, lr=torch.tensor([settings[i][0] for i in group]).view(-1, 1, 1),
-                             wd=torch.tensor([settings[i][1] for i in group]).view(-1, 1, 1), n_img=bs - n_txt,
+        w = torch.as_tensor(np.ascontiguousarray(init.T, dtype=np.float32), device=device)[None].repeat(
+            len(group), 1, 1)
+        tracks.append(_Track(ids=group, lr=torch.tensor([settings[i][0] for i in group], device=device).view(-1, 1, 1),
+                             wd=torch.tensor([settings[i][1] for i in group], device=device).view(-1, 1, 1),
+                             n_img=bs - n_txt,
                              n_txt=n_txt, w=w, m=torch.zeros_like(w), v=torch.zeros_like(w),
                              gens=[torch.Generator().manual_seed(zlib.crc32(repr((seed, *settings[i])).encode()))
                                    for i in group]))
     stale = {i: 0 for i in ids}
 
     def validate(tr: _Track, step: int):
-        acc = (torch.matmul(xv, tr.w).argmax(-1) == yv).float().mean(-1)  # (S,)
+        acc = (torch.matmul(xv, tr.w).argmax(-1) == yv).float().mean(-1).tolist()  # (S,), one device sync
         for j, i in enumerate(tr.ids):
             if acc[j] > results[i][0]:
-                results[i] = (float(acc[j]), step, tr.w[j].T.clone(), step)
+                results[i] = (acc[j], step, tr.w[j].T.clone(), step)
                 stale[i] = 0
             else:
                 stale[i] += 1
@@ -146,13 +149,14 @@ def _train_settings(ids, settings, pool, labels, n_images, xv, yv, init, search,
     for block_start in range(0, search.iterations, search.eval_every):
         block = min(search.eval_every, search.iterations - block_start)
         for tr in tracks:
-            # this block's batches, drawn per setting: image slots from the images, text slots from the texts
+            # this block's batches, drawn per setting on the CPU (the same draws on every device): image slots
+            # from the images, text slots from the texts
             idx = torch.stack([torch.cat([torch.randint(n_images, (block, tr.n_img), generator=g),
                                           n_images + torch.randint(max(n_texts, 1), (block, tr.n_txt), generator=g)],
-                                         dim=1) for g in tr.gens], dim=1)  # (block, S, B)
+                                         dim=1) for g in tr.gens], dim=1).to(device)  # (block, S, B)
             batch_labels = labels[idx]
             size = tr.n_img + tr.n_txt
-            minus_one = torch.full((len(tr.ids), size, 1), -1.0 / size)
+            minus_one = torch.full((len(tr.ids), size, 1), -1.0 / size, device=device)
             for t in range(block):
                 step = block_start + t + 1
                 adamw_update(tr, pool[idx[t]], batch_labels[t], minus_one, step, search)
@@ -162,7 +166,7 @@ def _train_settings(ids, settings, pool, labels, n_images, xv, yv, init, search,
             for tr in tracks:
                 keep = [j for j, i in enumerate(tr.ids) if stale[i] < search.patience]
                 if len(keep) < len(tr.ids):
-                    k = torch.tensor(keep, dtype=torch.long)
+                    k = torch.tensor(keep, dtype=torch.long, device=device)
                     tr.ids, tr.gens = [tr.ids[j] for j in keep], [tr.gens[j] for j in keep]
                     tr.lr, tr.wd, tr.w, tr.m, tr.v = tr.lr[k], tr.wd[k], tr.w[k], tr.m[k], tr.v[k]
             tracks = [tr for tr in tracks if tr.ids]
@@ -172,7 +176,8 @@ def _train_settings(ids, settings, pool, labels, n_images, xv, yv, init, search,
 
 def search_probe(x: np.ndarray, y: np.ndarray, text_x: np.ndarray | None, text_y: np.ndarray | None,
                  xv: np.ndarray, yv: np.ndarray, init: np.ndarray, search: ProbeSearch, seed: int,
-                 settings: list[tuple[float, float, int]] | None = None, threads: int | None = None) -> SearchResult:
+                 settings: list[tuple[float, float, int]] | None = None, threads: int | None = None,
+                 device: str = "cpu") -> SearchResult:
     """Train every setting from `init` (C, D); choose the (setting, checkpoint) with the best val accuracy,
     ties to the earlier setting in grid order, then the earlier step.
 
@@ -188,9 +193,9 @@ def search_probe(x: np.ndarray, y: np.ndarray, text_x: np.ndarray | None, text_y
     threads = threads or torch.get_num_threads()  # 1 inside bench, which fits on one core per process
     parts = [[i for i, s in enumerate(settings) if s[2] == bs] for bs in sorted({s[2] for s in settings})]
     xs = unit_rows(x) if text_x is None else np.concatenate([unit_rows(x), unit_rows(text_x)])
-    pool = torch.from_numpy(xs)
-    labels = torch.from_numpy(y if text_y is None else np.concatenate([y, text_y]).astype(np.int64))
-    xv_t, yv_t = torch.from_numpy(unit_rows(xv)), torch.from_numpy(yv)
+    pool = torch.as_tensor(xs, device=device)
+    labels = torch.as_tensor(y if text_y is None else np.concatenate([y, text_y]).astype(np.int64), device=device)
+    xv_t, yv_t = torch.as_tensor(unit_rows(xv), device=device), torch.as_tensor(yv, device=device)
     results = {i: (-1.0, 0, None, 0) for i in range(len(settings))}
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -204,7 +209,7 @@ def search_probe(x: np.ndarray, y: np.ndarray, text_x: np.ndarray | None, text_y
         torch.set_num_threads(previous_threads)
     choice = max(range(len(settings)), key=lambda i: (results[i][0], -i))  # ties: the earlier setting
     acc, step, weights, _ = results[choice]
-    return SearchResult(weights=weights.numpy(), setting=settings[choice], step=step, val_acc=acc,
+    return SearchResult(weights=weights.cpu().numpy(), setting=settings[choice], step=step, val_acc=acc,
                         steps_run=max(r[3] for r in results.values()), batch_sizes=trained)
 
 
@@ -220,7 +225,8 @@ class _SearchedProbe(FewShotClassifier):
         seed = self._seed()
         xv, yv = self._val_or_train(x, y, val)
         tx, ty = (text.x, text.labels.astype(np.int64)) if self.cross_modal else (None, None)
-        result = search_probe(x, y, tx, ty, xv, yv, self._init(text, x.shape[1], seed), self._config(), seed)
+        result = search_probe(x, y, tx, ty, xv, yv, self._init(text, x.shape[1], seed), self._config(), seed,
+                              device=str(torch.get_default_device()))  # fit's device; threads do not inherit it
         self.coef_ = result.weights
         lr, wd, bs = result.setting
         self.chosen_ = {"lr": lr, "weight_decay": wd, "batch_size": bs, "step": result.step,

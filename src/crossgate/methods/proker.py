@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..config import param
-from .base import METHODS, FewShotClassifier, unit_rows
+from .base import METHODS, FewShotClassifier, tensor, unit_rows
 
 
 @dataclass
@@ -55,12 +55,12 @@ class ProKeR(FewShotClassifier):
     def fit(self, x, y, *, text=None, val=None):
         x, y, val = self._check_fit(x, y, text, val)
         cfg = self._config()
-        support = torch.from_numpy(unit_rows(x)).double()
-        text_w = torch.from_numpy(text.class_means()).double()
-        residual = torch.nn.functional.one_hot(torch.from_numpy(y), self.n_classes_).double() - support @ text_w.T
+        support = tensor(unit_rows(x)).double()
+        text_w = tensor(text.class_means()).double()
+        residual = torch.nn.functional.one_hot(tensor(y), self.n_classes_).double() - support @ text_w.T
         xv, yv = self._val_or_train(x, y, val)
-        xv = torch.from_numpy(unit_rows(xv)).double()
-        yv = torch.from_numpy(yv)
+        xv = tensor(unit_rows(xv)).double()
+        yv = tensor(yv)
         zero_shot_val = xv @ text_w.T
         best = None
         for beta in cfg.betas:
@@ -71,14 +71,14 @@ class ProKeR(FewShotClassifier):
                 if best is None or acc > best[0]:
                     best = (acc, beta, lam, coef)
         _, self.beta_, self.lambda_, coef = best
-        self.support_ = support.float().numpy()
-        self.coef_ = coef.float().numpy()
-        self.text_ = text_w.float().numpy()
+        self.support_ = support.float().cpu().numpy()
+        self.coef_ = coef.float().cpu().numpy()
+        self.text_ = text_w.float().cpu().numpy()
         self.chosen_ = {"beta": self.beta_, "lambda": self.lambda_}
         return self
 
 
     def _logits(self, x):
-        x = torch.from_numpy(unit_rows(x)).double()
-        k = rbf(x, torch.from_numpy(self.support_).double(), self.beta_)
-        return (x @ torch.from_numpy(self.text_).double().T + k @ torch.from_numpy(self.coef_).double()).numpy()
+        x = tensor(unit_rows(x)).double()
+        k = rbf(x, tensor(self.support_).double(), self.beta_)
+        return (x @ tensor(self.text_).double().T + k @ tensor(self.coef_).double()).cpu().numpy()

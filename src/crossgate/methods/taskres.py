@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from ..config import param
 from ..train import train_dassl
-from .base import METHODS, FewShotClassifier, unit_rows
+from .base import METHODS, FewShotClassifier, tensor, unit_rows
 from .clap import base_text, cosine_logits
 
 
@@ -38,10 +38,10 @@ class TaskRes(FewShotClassifier):
     def fit(self, x, y, *, text=None, val=None):
         x, y, val = self._check_fit(x, y, text, val)
         cfg = self._config()
-        xt, yt = torch.from_numpy(unit_rows(x)), torch.from_numpy(y)
-        base = torch.from_numpy(base_text(text))
+        xt, yt = tensor(unit_rows(x)), tensor(y)
+        base = tensor(base_text(text))
         xv, yv = self._val_or_train(x, y, val)
-        xv, yv = torch.from_numpy(unit_rows(xv)), torch.from_numpy(yv)
+        xv, yv = tensor(unit_rows(xv)), tensor(yv)
         best = None
         for alpha in cfg.alphas:  # ties: the first α in grid order
             residual = self._train(xt, yt, base, alpha, cfg)
@@ -50,7 +50,7 @@ class TaskRes(FewShotClassifier):
             if best is None or acc > best[0]:
                 best = (acc, alpha, residual)
         _, self.alpha_, residual = best
-        self.base_, self.residual_ = base.numpy(), residual.numpy()
+        self.base_, self.residual_ = base.cpu().numpy(), residual.cpu().numpy()
         self.chosen_ = {"alpha": self.alpha_}
         return self
 
@@ -63,5 +63,5 @@ class TaskRes(FewShotClassifier):
 
     def _logits(self, x):
         with torch.no_grad():
-            weights = torch.from_numpy(self.base_ + self.alpha_ * self.residual_)
-            return cosine_logits(torch.from_numpy(unit_rows(x)), weights).numpy()
+            weights = tensor(self.base_ + self.alpha_ * self.residual_)
+            return cosine_logits(tensor(unit_rows(x)), weights).cpu().numpy()

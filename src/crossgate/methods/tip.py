@@ -15,7 +15,7 @@ import torch
 from torch.nn import functional as F
 
 from ..config import param
-from .base import METHODS, FewShotClassifier, unit_rows
+from .base import METHODS, FewShotClassifier, tensor, unit_rows
 
 LOGIT_SCALE = 100.0
 
@@ -61,9 +61,9 @@ class TipAdapter(FewShotClassifier):
     def fit(self, x, y, *, text=None, val=None):
         x, y, val = self._check_fit(x, y, text, val)
         search = self._config()
-        xt, yt = torch.from_numpy(unit_rows(x)), torch.from_numpy(y)
-        xv, yv = (torch.from_numpy(unit_rows(val[0])), torch.from_numpy(val[1])) if val else (xt, yt)
-        self.text_ = torch.from_numpy(text.class_means().astype(np.float32))
+        xt, yt = tensor(unit_rows(x)), tensor(y)
+        xv, yv = (tensor(unit_rows(val[0])), tensor(val[1])) if val else (xt, yt)
+        self.text_ = tensor(text.class_means().astype(np.float32))
         self.values_ = F.one_hot(yt, self.n_classes_).float()
         self.keys_ = xt.clone()
         self.chosen_ = {}
@@ -76,7 +76,7 @@ class TipAdapter(FewShotClassifier):
 
     def with_text(self, text):
         other = copy.copy(self)
-        other.text_ = torch.from_numpy(text.class_means().astype(np.float32))
+        other.text_ = tensor(text.class_means().astype(np.float32))
         return other
 
     def _fine_tune_keys(self, xt, yt, xv, yv, cfg: TipConfig) -> tuple[torch.Tensor, int]:
@@ -107,9 +107,9 @@ class TipAdapter(FewShotClassifier):
 
     def _logits(self, x):
         with torch.no_grad():
-            xt = torch.from_numpy(unit_rows(x))
+            xt = tensor(unit_rows(x))
             return tip_logits(xt, self.keys_, self.values_, self.text_, torch.tensor([self.beta_]),
-                              torch.tensor([self.alpha_]))[0, 0].numpy()
+                              torch.tensor([self.alpha_]))[0, 0].cpu().numpy()
 
 
 @METHODS.register("tipf", help="Tip-Adapter-F: the cache keys fine-tuned (lr 1e-3, 20 epochs), the epoch chosen "
