@@ -80,7 +80,7 @@ def main(argv=None) -> int:
 
     compare = args.compare_cpu  # on the CPU itself: a check that fits are deterministic
     cpu_totals: dict[str, float] = {}
-    worst_gap = 0.0
+    gaps: dict[str, float] = {}
 
     def timed_fit(method, seed, on, x, y, xv, yv):
         clf = make_method(method, seed, device=on)
@@ -92,7 +92,14 @@ def main(argv=None) -> int:
         for seed in seeds:
             x, y, xv, yv = data(shots, seed)
             for method in methods:
-                clf, seconds = timed_fit(method, seed, device, x, y, xv, yv)
+                try:
+                    clf, seconds = timed_fit(method, seed, device, x, y, xv, yv)
+                except Exception as err:  # noqa: BLE001  (a failing method is reported; the others still run)
+                    import traceback
+
+                    emit({"method": method, "shots": shots, "seed": seed, "device": device,
+                          "error": traceback.format_exc()[-1500:]})
+                    continue
                 totals[method] = totals.get(method, 0.0) + seconds
                 row = {"method": method, "shots": shots, "seed": seed, "device": device, "seconds": round(seconds, 4),
                        "mode": "batched" if method in ("linear", "crossmodal") else "default"}
@@ -100,9 +107,9 @@ def main(argv=None) -> int:
                     ref, cpu_seconds = timed_fit(method, seed, "cpu", x, y, xv, yv)
                     cpu_totals[method] = cpu_totals.get(method, 0.0) + cpu_seconds
                     acc, acc_cpu = (100 * c.score(feats.test.x, feats.test.labels) for c in (clf, ref))
-                    worst_gap = max(worst_gap, abs(acc - acc_cpu))
+                    gaps[method] = max(gaps.get(method, 0.0), abs(acc - acc_cpu))
                     row.update(cpu_seconds=round(cpu_seconds, 4), acc_test=round(acc, 2),
-                               acc_test_cpu=round(acc_cpu, 2), same_choice=clf.chosen_ == ref.chosen_,
+                               acc_test_cpu=round(acc_cpu, 2), same_choice=same_choice(clf.chosen_, ref.chosen_),
                                max_abs_logit_diff=float(np.abs(clf._logits(feats.test.x)
                                                                - ref._logits(feats.test.x)).max()))
                 emit(row)
@@ -112,7 +119,7 @@ def main(argv=None) -> int:
     if compare:
         summary.update(cpu_seconds_per_method={k: round(v, 2) for k, v in cpu_totals.items()},
                        cpu_total_seconds=round(sum(cpu_totals.values()), 2),
-                       max_test_accuracy_gap_points=round(worst_gap, 2))
+                       max_test_accuracy_gap_points={k: round(v, 2) for k, v in gaps.items()})
     emit(summary)
 
     probes = [m for m in ("linear", "crossmodal") if m in methods]
@@ -156,6 +163,17 @@ def main(argv=None) -> int:
                   "full": [*full.setting, full.step, full.steps_run], "same_choice": equal})
         emit({"summary": "patience", "patience": args.check_patience, "same_choice_everywhere": same})
     return 0
+
+
+def same_choice(a, b) -> bool:
+    """Equal hyperparameter choices; searched real values (LP++'s step sizes) equal to 1e-5 relative."""
+    import math
+
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_choice(a[k], b[k]) for k in a)
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-5)
+    return a == b
 
 
 def export(feats, stem: Path, dataset: str, backbone: str) -> None:

@@ -147,7 +147,8 @@ def _prefetched(batches: Iterator, device: str, depth: int = 2) -> Iterator:
             good, pix, bad, event = item
             if event is not None and pix is not None:
                 torch.cuda.current_stream(device).wait_event(event)
-                pix.record_stream(torch.cuda.current_stream(device))
+                if pix.is_cuda:  # made on the loader's stream, used on this one
+                    pix.record_stream(torch.cuda.current_stream(device))
             yield good, pix, bad
     finally:
         stop.set()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import threading
 
 import numpy as np
 import torch
@@ -68,19 +69,38 @@ def seeded_on_cpu(seed: int, build, *args):
     return module.to(torch.get_default_device())
 
 
+_fits = threading.local()  # how deep in nested fits this thread is (gate-joint fits its bases inside its fit)
+
+
 def _on_device(fit):
     """Run `fit` with `self.device` as torch's default device, then bring the learned state to the CPU:
-    predictions, saving and pickling need no GPU."""
+    predictions, saving and pickling need no GPU. A fit inside another (a base of gate-joint) keeps its
+    state on the device until the outermost fit ends, since the outer fit still computes with it."""
     @functools.wraps(fit)
     def wrapper(self, *args, **kwargs):
-        with torch.device(self._device()):  # on the CPU too: one code path
-            result = fit(self, *args, **kwargs)
-        for name, value in list(vars(self).items()):
-            if name.endswith("_") and isinstance(value, (torch.Tensor, torch.nn.Module)):
-                setattr(self, name, value.cpu())
+        depth = getattr(_fits, "depth", 0)
+        _fits.depth = depth + 1
+        try:
+            with torch.device(self._device()):  # on the CPU too: one code path
+                result = fit(self, *args, **kwargs)
+        finally:
+            _fits.depth = depth
+        if depth == 0:
+            _state_to_cpu(self)
         return result
 
     return wrapper
+
+
+def _state_to_cpu(estimator) -> None:
+    for name, value in list(vars(estimator).items()):
+        if not name.endswith("_"):
+            continue
+        if isinstance(value, (torch.Tensor, torch.nn.Module)):
+            setattr(estimator, name, value.cpu())
+        for inner in value.values() if isinstance(value, dict) else [value]:
+            if isinstance(inner, FewShotClassifier):
+                _state_to_cpu(inner)
 
 
 class FewShotClassifier:

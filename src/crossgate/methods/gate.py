@@ -95,7 +95,7 @@ def _text_pool(text, text_space: str) -> torch.Tensor:
 
 
 def _prepare(x, y, text, val, text_space: str) -> _Data:
-    t = torch.from_numpy
+    t = tensor
     return _Data(x=t(unit_rows(x)), y=t(y), pool=_text_pool(text, text_space),
                  pool_labels=t(text.labels.astype(np.int64)),
                  text_x=t(unit_rows(text.x)), class_init=t(text.class_means().astype(np.float32)),
