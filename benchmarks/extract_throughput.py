@@ -45,6 +45,42 @@ class FirstImages:
         pass
 
 
+def profile(encoder, items, n: int, batch_size: int, workers: int, sync) -> dict:
+    """Images per second of each stage alone, to find what limits the pipeline."""
+    from dataclasses import replace
+
+    from crossgate import pixels
+    from crossgate.extraction import LOAD_GROUP, _PixelDataset
+
+    def loader_speed(split, tensor_decode):
+        loader = torch.utils.data.DataLoader(_PixelDataset(split, list(range(n)), encoder.preprocess, "center",
+                                                           tensor_decode), batch_size=LOAD_GROUP,
+                                             num_workers=workers, collate_fn=list)
+        start = time.perf_counter()
+        count = sum(len(group) for group in loader)
+        return round(count / (time.perf_counter() - start), 1)
+
+    out = {"loader_only_img_s": loader_speed(items, encoder.decode == "torch"),
+           "loader_pil_decode_only_img_s": loader_speed(replace(items, locate=None), True),  # decode, no resize
+           "loader_pil_full_img_s": loader_speed(items, False)}
+    if encoder.decode == "torch" and items.locate is not None:
+        blobs = [pixels.read_for_decode(items.locate(i), "")[1] for i in range(n)]
+        batches = [blobs[s:s + batch_size] for s in range(0, n, batch_size)]
+        pixels.preprocess_batch(pixels.decode_jpegs(batches[0], encoder.device), encoder.pixel_spec)  # warm-up
+        sync()
+        start = time.perf_counter()
+        for b in batches:
+            pixels.preprocess_batch(pixels.decode_jpegs(b, encoder.device), encoder.pixel_spec)
+        sync()
+        out["device_decode_preprocess_img_s"] = round(n / (time.perf_counter() - start), 1)
+        start = time.perf_counter()
+        for b in batches:
+            pixels.decode_jpegs(b, encoder.device)
+        sync()
+        out["device_decode_only_img_s"] = round(n / (time.perf_counter() - start), 1)
+    return out
+
+
 def main(argv=None) -> int:
     from crossgate.cache import FeatureCache
     from crossgate.datasets import load_dataset
@@ -60,6 +96,8 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=None, help="loader processes (default: crossgate's per device)")
     p.add_argument("--device", default="auto")
     p.add_argument("--decode", default="auto", choices=("auto", "pil", "torch"))
+    p.add_argument("--profile", action="store_true",
+                   help="also time the stages alone: the loader processes, the device decode, PIL decode in workers")
     p.add_argument("--repeats", type=int, default=2, help="best of this many timings of each")
     args = p.parse_args(argv)
 
@@ -114,6 +152,8 @@ def main(argv=None) -> int:
                                                     * np.linalg.norm(pil_features, axis=1))
         row.update(pil_pipeline_img_s=round(pil_speed, 2), pil_ratio=round(pil_speed / max(forward), 3),
                    cosine_vs_pil_min=round(float(cos.min()), 6), cosine_vs_pil_mean=round(float(cos.mean()), 6))
+    if args.profile:
+        row.update(profile(encoder, subset.split("test"), args.n, args.batch_size, workers, sync))
     print(json.dumps(row))
     return 0
 

@@ -124,6 +124,9 @@ def main() -> int:
     p.add_argument("--n", type=int, default=1024, help="test images per extraction timing (the issue's 1,024)")
     p.add_argument("--n-long", type=int, default=3584, help="train images of the longer timing")
     p.add_argument("--imagenet-iterations", default="12800")
+    p.add_argument("--archs", default="ViT-B-16,RN50")
+    p.add_argument("--profile", action="store_true", help="extract_throughput --profile: each stage alone")
+    p.add_argument("--no-pil-baseline", action="store_true")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     steps = args.steps.split(",")
@@ -139,16 +142,16 @@ def main() -> int:
         if not jpegs.is_dir():
             make_jpegs(jpegs, args.jpegs)
         emit({"made": f"{args.jpegs} JPEGs", "seconds": round(time.perf_counter() - start, 1)}, log)
-        for arch in ("ViT-B-16", "RN50"):
+        for arch in args.archs.split(","):
             ckpt = args.work / f"{arch}-random.safetensors"
             if not ckpt.exists():
                 make_checkpoint(arch, ckpt)
             common = [py, str(HERE / "extract_throughput.py"), "--device", args.device,
                       "--dataset", f"imagefolder:{jpegs}", "--backbone", f"openclip:{arch}/{ckpt}",
-                      "--batch-size", "256", "--repeats", "2"]
+                      "--batch-size", "256", "--repeats", "2"] + (["--profile"] if args.profile else [])
             run(common + ["--n", str(args.n), "--decode", "torch"], log)  # the setting
             run(common + ["--n", str(args.n_long), "--split", "train", "--decode", "torch"], log)  # start-up amortised
-            if arch == "ViT-B-16":
+            if arch == "ViT-B-16" and not args.no_pil_baseline:
                 for workers in ("8", "15"):  # the PIL path alone, as a CPU-bound baseline
                     run(common + ["--n", str(args.n), "--decode", "pil", "--workers", workers], log)
     if "odd" in steps:

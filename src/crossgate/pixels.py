@@ -73,14 +73,15 @@ def spec_of(preprocess) -> PixelSpec | None:
 
 
 def read_for_decode(path, missing_hint: str, flip: bool = False):
-    """("jpeg", bytes as a uint8 tensor) for a JPEG the tensor decoder takes, else ("rgb", HWC uint8
-    array) decoded by PIL. A missing or unreadable file raises crossgate's UserError, as open_rgb does."""
+    """("jpeg", the file's bytes) for a JPEG the tensor decoder takes, else ("rgb", HWC uint8 array)
+    decoded by PIL. A missing or unreadable file raises crossgate's UserError, as open_rgb does. Bytes,
+    not a tensor: from a loader worker a tensor travels through a shared-memory segment of its own."""
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
         return "rgb", _as_array(open_rgb(path, missing_hint), flip)  # open_rgb words the error
     if _plain_jpeg(data):
-        return "jpeg", torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        return "jpeg", data
     return "rgb", _as_array(open_rgb(path, missing_hint), flip)
 
 
@@ -102,7 +103,7 @@ def _plain_jpeg(data: bytes) -> bool:
         return False
 
 
-def decode_jpegs(blobs: list[torch.Tensor], device: str) -> list[torch.Tensor | None]:
+def decode_jpegs(blobs: list[bytes | torch.Tensor], device: str) -> list[torch.Tensor | None]:
     """(3, H, W) uint8 tensors on `device`; None where the decoder refused the file. One batched call
     when every file decodes; after a failure, file by file."""
     import warnings
@@ -111,6 +112,7 @@ def decode_jpegs(blobs: list[torch.Tensor], device: str) -> list[torch.Tensor | 
 
     if not blobs:
         return []
+    blobs = [torch.frombuffer(bytearray(b), dtype=torch.uint8) if isinstance(b, bytes) else b for b in blobs]
     # torchvision 0.29 marks its decoders deprecated in favour of torchcodec, which has no batched nvjpeg
     # decode of image files yet; the warning would print once per run
     warnings.filterwarnings("ignore", "The image decoding", DeprecationWarning)
