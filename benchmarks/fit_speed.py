@@ -94,7 +94,7 @@ def main(argv=None) -> int:
             for method in methods:
                 try:
                     clf, seconds = timed_fit(method, seed, device, x, y, xv, yv)
-                except Exception as err:  # noqa: BLE001  (a failing method is reported; the others still run)
+                except Exception:  # noqa: BLE001  (a failing method is reported; the others still run)
                     import traceback
 
                     emit({"method": method, "shots": shots, "seed": seed, "device": device,
