@@ -50,11 +50,12 @@ def profile(encoder, items, n: int, batch_size: int, workers: int, sync) -> dict
     from dataclasses import replace
 
     from crossgate import pixels
-    from crossgate.extraction import LOAD_GROUP, _PixelDataset
+    from crossgate.extraction import _PixelDataset, load_group
 
     def loader_speed(split, tensor_decode):
         loader = torch.utils.data.DataLoader(_PixelDataset(split, list(range(n)), encoder.preprocess, "center",
-                                                           tensor_decode), batch_size=LOAD_GROUP,
+                                                           tensor_decode),
+                                             batch_size=load_group(batch_size, workers),
                                              num_workers=workers, collate_fn=list)
         start = time.perf_counter()
         count = sum(len(group) for group in loader)
