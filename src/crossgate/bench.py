@@ -62,15 +62,18 @@ def corruption_rows(clf: FewShotClassifier, features: DatasetFeatures, clean: di
     prompts; for gate methods also how often the top-1 selected text moved and how often it is of the
     true class."""
     test = features.test
+    if features.corrupted_rows is not None:  # corrupted copies of a class-balanced subset: compare on it
+        test = type(test)(x=test.x[features.corrupted_rows], labels=test.labels[features.corrupted_rows])
+    acc_clean = pct(clf.score(test.x, test.labels))
     clean_top1 = clf.explain(test.x)[0][:, 0] if hasattr(clf, "explain") else None
     rows = []
     for c in corruptions:
         data = features.corrupted[c]
         head, x = (clf, data.x) if c.kind == "image" else (clf.with_text(data), test.x)
-        row = {k: clean[k] for k in ("method", "shots", "seed", "n_train", "n_val", "n_test", "split_source",
+        row = {k: clean[k] for k in ("method", "shots", "seed", "n_train", "n_val", "split_source",
                                      "train_views", "hparams")}
         row.update(corruption=c.name, severity=c.severity, acc_test=pct(head.score(x, test.labels)),
-                   acc_clean=clean["acc_test"])
+                   acc_clean=acc_clean, n_test=len(test.labels))
         if clean_top1 is not None:
             top1 = head.explain(x)[0][:, 0]
             row["gate_top1_shift"] = pct(float(np.mean(top1 != clean_top1)))
@@ -79,11 +82,16 @@ def corruption_rows(clf: FewShotClassifier, features: DatasetFeatures, clean: di
     return rows
 
 
-def run_one(features: DatasetFeatures, method: str, shots: int, seed: int, config=None,
-            corruptions: tuple = (), device: str = "cpu") -> list[dict]:
-    """The clean row, then one row per corruption."""
-    clf, row = fit_one(features, method, shots, seed, config, device)
-    return [row] + corruption_rows(clf, features, row, corruptions)
+def run_draw(features: DatasetFeatures, methods: list[tuple[str, object]], shots: int, seed: int,
+             corruptions: tuple = (), device: str = "cpu") -> list[list[dict]]:
+    """Every (method, config) on one few-shot draw, in order: per method its clean row, then one row per
+    corruption. The draw's fits are offered to the methods built on others (gate-joint's bases)."""
+    fitted, out = {}, []
+    for method, config in methods:
+        clf, row = fit_one(features, method, shots, seed, config, device, fitted)
+        fitted[method] = clf
+        out.append([row] + corruption_rows(clf, features, row, corruptions))
+    return out
 
 
 _WORKER_FEATURES: DatasetFeatures | None = None
@@ -97,8 +105,8 @@ def _worker_init(features: DatasetFeatures) -> None:
     _WORKER_FEATURES = features
 
 
-def _worker_run(job: tuple) -> list[dict]:
-    return run_one(_WORKER_FEATURES, *job)
+def _worker_run(job: tuple) -> list[list[dict]]:
+    return run_draw(_WORKER_FEATURES, *job)
 
 
 def run_bench(config: BenchConfig, features: DatasetFeatures, backbone_identity: str,
@@ -141,15 +149,23 @@ def run_bench(config: BenchConfig, features: DatasetFeatures, backbone_identity:
         if on_run:
             on_run(results[0], (config.dataset, config.backbone, *job))
 
-    jobs = [(m, k, s, config.configs.get(m), config.corruptions, config.device) for m, k, s in todo]
+    # one job per few-shot draw: its methods fit in order in one process, so later ones can reuse earlier fits
+    draws = list(dict.fromkeys((k, s) for _, k, s in todo))
+    jobs = [([(m, config.configs.get(m)) for m, k2, s2 in todo if (k2, s2) == (k, s)], k, s, config.corruptions,
+             config.device) for k, s in draws]
+
+    def record_draw(job, results):
+        for (m, _), result in zip(job[0], results, strict=True):
+            record((m, job[1], job[2]), result)
+
     if config.jobs > 1 and len(jobs) > 1:
         import multiprocessing as mp
 
         # spawn, not fork: forking a process that holds OpenMP or tokenizer threads can deadlock the child
         ctx = mp.get_context("spawn")
-        with ctx.Pool(config.jobs, initializer=_worker_init, initargs=(features,)) as pool:
-            for job, result in zip(todo, pool.imap(_worker_run, jobs), strict=True):
-                record(job, result)
+        with ctx.Pool(min(config.jobs, len(jobs)), initializer=_worker_init, initargs=(features,)) as pool:
+            for job, results in zip(jobs, pool.imap(_worker_run, jobs), strict=True):
+                record_draw(job, results)
     else:
         import torch
 
@@ -158,7 +174,7 @@ def run_bench(config: BenchConfig, features: DatasetFeatures, backbone_identity:
         torch.set_num_threads(1)
         try:
             for job in jobs:
-                record(job[:3], run_one(features, *job))
+                record_draw(job, run_draw(features, *job))
         finally:
             torch.set_num_threads(previous)
     wanted = {key for m, k, s in grid for key in keys(m, k, s)}

@@ -38,6 +38,7 @@ class DatasetFeatures:
     train_paths: list[str] | None = None  # image paths of the train split, to check index files against
     val_paths: list[str] | None = None
     corrupted: dict = field(default_factory=dict)  # Corruption -> corrupted test ImageFeatures or TextFeatures
+    corrupted_rows: np.ndarray | None = None  # test rows the corrupted images are copies of (None: all)
 
     def few_shot(self, shots: int, seed: int):
         """The published split when its index file exists, else crossgate's sampler; indices are rows of
@@ -170,10 +171,17 @@ class FeatureCache:
             aligned, native = hit[0]["x"], hit[0]["native"]
         return TextFeatures(x=aligned, native=native, labels=labels, texts=texts)
 
-    def corrupted_features(self, encoder: Encoder, dataset: Dataset, corruptions, seed: int = 0) -> dict:
-        """Corruption -> the corrupted test images' features, or the corrupted prompts' features."""
-        return {c: self.image_features(encoder, dataset, "test", view=c.view(seed)) if c.kind == "image"
-                else self.text_features(encoder, dataset, c, seed) for c in corruptions}
+    def corrupted_features(self, encoder: Encoder, dataset: Dataset, corruptions, seed: int = 0,
+                           per_class: int | None = None) -> tuple[dict, np.ndarray | None]:
+        """(Corruption -> the corrupted test images' features, or the corrupted prompts' features; the test
+        positions corrupted). With `per_class`, only the first that many test images of each class are
+        corrupted (a class-balanced subset: the demo's robustness tables in a fraction of the time)."""
+        positions, images = None, dataset
+        if per_class is not None:
+            images, positions = TestSubset.first_per_class(dataset, per_class)
+        return ({c: self.image_features(encoder, images, "test", view=c.view(seed)) if c.kind == "image"
+                 else self.text_features(encoder, dataset, c, seed) for c in corruptions}, positions)
+
 
     @staticmethod
     def _every_split(fn, flip: bool) -> dict:
@@ -203,3 +211,37 @@ class FeatureCache:
                                text=self.text_features(encoder, dataset),
                                classnames=list(dataset.classnames), index_dir=dataset.index_dir,
                                train_paths=dataset.split("train").paths, val_paths=dataset.split("val").paths)
+
+
+class TestSubset(Dataset):
+    """Some test images of a dataset as a dataset of their own (its own identity, so its own cache entries)."""
+
+    def __init__(self, dataset: Dataset, positions: np.ndarray, tag: str):
+        from dataclasses import replace
+
+        self.name, self.classnames, self.templates = dataset.name, dataset.classnames, dataset.templates
+        self._base, self._positions, self._tag = dataset, np.asarray(positions), tag
+        test = dataset.split("test")
+        self._test = replace(test, labels=test.labels[self._positions],
+                             load_image=lambda i: test.load_image(int(self._positions[i])),
+                             paths=[test.paths[i] for i in self._positions] if test.paths else None,
+                             locate=(lambda i: test.locate(int(self._positions[i]))) if test.locate else None)
+
+    @classmethod
+    def first_per_class(cls, dataset: Dataset, per_class: int) -> tuple[TestSubset, np.ndarray]:
+        labels = dataset.split("test").labels
+        positions = np.sort(np.concatenate([np.flatnonzero(labels == c)[:per_class]
+                                            for c in range(len(dataset.classnames))]))
+        return cls(dataset, positions, f"test-first-{per_class}-per-class"), positions
+
+    @property
+    def identity(self) -> str:
+        return f"{self._base.identity}[{self._tag}]"
+
+    def split(self, name: str):
+        if name != "test":
+            raise UserError(f"a test subset has only the test split, not {name!r}")
+        return self._test
+
+    def ensure_images(self) -> None:
+        self._base.ensure_images()

@@ -2,6 +2,7 @@
 method on it, and encode image files for prediction. No printing."""
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -20,8 +21,9 @@ def feature_cache(settings) -> FeatureCache:
 
 
 def load_features(settings, dataset_name: str, backbone: str, templates=None, flip: bool = False,
-                  corrupt: tuple = (), corrupt_seed: int = 0):
-    """(encoder, dataset, features): every split, the class texts, and the corrupted test data asked for."""
+                  corrupt: tuple = (), corrupt_seed: int = 0, corrupt_per_class: int | None = None):
+    """(encoder, dataset, features): every split, the class texts, and the corrupted test data asked for
+    (with `corrupt_per_class`, copies of the first that many test images of each class)."""
     from .datasets import load_dataset
     from .encoders import create_encoder
 
@@ -31,7 +33,9 @@ def load_features(settings, dataset_name: str, backbone: str, templates=None, fl
     cache = feature_cache(settings)
     feats = cache.features(encoder, dataset, flip=flip)
     if corrupt:
-        feats = replace(feats, corrupted=cache.corrupted_features(encoder, dataset, corrupt, corrupt_seed))
+        corrupted, positions = cache.corrupted_features(encoder, dataset, corrupt, corrupt_seed, corrupt_per_class)
+        rows = None if positions is None else feats.test.rows(positions, "corrupted test subset")
+        feats = replace(feats, corrupted=corrupted, corrupted_rows=rows)
     return encoder, dataset, feats
 
 
@@ -45,14 +49,16 @@ def make_method(method: str, seed: int, config=None, device: str = "cpu") -> Few
 
 
 def fit_one(features: DatasetFeatures, method: str, shots: int | str, seed: int,
-            config=None, device: str = "cpu") -> tuple[FewShotClassifier, dict]:
+            config=None, device: str = "cpu", fitted: dict | None = None) -> tuple[FewShotClassifier, dict]:
     """Fit one method on one few-shot draw: the fitted estimator and its results row (accuracies in %)."""
     split = features.few_shot(shots, seed)
     xtr, ytr = features.few_shot_train(split.train)
     xval, yval = features.val.x[split.val], features.val.labels[split.val]
     clf = make_method(method, seed, config, device)
+    # methods built on others (gate-joint) take the draw's fits already made instead of refitting them
+    reuse = {"fitted_bases": fitted} if fitted and "fitted_bases" in inspect.signature(clf.fit).parameters else {}
     start = time.perf_counter()
-    clf.fit(xtr, ytr, text=features.text, val=(xval, yval))
+    clf.fit(xtr, ytr, text=features.text, val=(xval, yval), **reuse)
     fit_seconds = time.perf_counter() - start
     extra = {}
     if hasattr(clf, "top1_true_class_rate"):  # how often the gate's first pick is a text of the true class

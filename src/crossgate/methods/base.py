@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-import threading
 
 import numpy as np
 import torch
@@ -69,24 +68,14 @@ def seeded_on_cpu(seed: int, build, *args):
     return module.to(torch.get_default_device())
 
 
-_fits = threading.local()  # how deep in nested fits this thread is (gate-joint fits its bases inside its fit)
-
-
 def _on_device(fit):
     """Run `fit` with `self.device` as torch's default device, then bring the learned state to the CPU:
-    predictions, saving and pickling need no GPU. A fit inside another (a base of gate-joint) keeps its
-    state on the device until the outermost fit ends, since the outer fit still computes with it."""
+    predictions, saving and pickling need no GPU (and a fitted estimator computes on the CPU)."""
     @functools.wraps(fit)
     def wrapper(self, *args, **kwargs):
-        depth = getattr(_fits, "depth", 0)
-        _fits.depth = depth + 1
-        try:
-            with torch.device(self._device()):  # on the CPU too: one code path
-                result = fit(self, *args, **kwargs)
-        finally:
-            _fits.depth = depth
-        if depth == 0:
-            _state_to_cpu(self)
+        with torch.device(self._device()):  # on the CPU too: one code path
+            result = fit(self, *args, **kwargs)
+        _state_to_cpu(self)
         return result
 
     return wrapper

@@ -38,8 +38,11 @@ def gda_head(x: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[np.ndarray, 
     centred = x - mus[y]
     n, d = centred.shape
     cov = centred.T @ centred / max(n - 1, 1)  # torch.cov of the centred features (their mean is 0)
-    precision = d * torch.linalg.pinv((n - 1) * cov + torch.trace(cov) * torch.eye(d, dtype=torch.float64))
-    w = mus @ precision
+    shrunk = (n - 1) * cov + torch.trace(cov) * torch.eye(d, dtype=torch.float64)
+    if torch.trace(cov) > 0:  # positive definite: W = d · mus · shrunk⁻¹, by Cholesky (the pinv, 10x faster)
+        w = d * torch.cholesky_solve(mus.T, torch.linalg.cholesky(shrunk)).T
+    else:  # one image per class: no covariance, pinv(0) = 0, GDA adds nothing to zero-shot
+        w = torch.zeros_like(mus)
     b = np.log(1.0 / n_classes) - 0.5 * (w * mus).sum(1)
     return w.cpu().numpy(), b.cpu().numpy()
 
