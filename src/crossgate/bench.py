@@ -140,13 +140,13 @@ def run_bench(config: BenchConfig, features: DatasetFeatures, backbone_identity:
             if (m, k, s) not in todo:
                 on_run(None, (config.dataset, config.backbone, m, k, s))
 
-    def record(job, results):
+    def record(job, results, notify=True):
         for result in results:
             row = {"dataset": config.dataset, "backbone": config.backbone, "backbone_identity": backbone_identity,
                    **result, **config.setup, "crossgate_version": __version__, "git_commit": commit}
             if run_key(row) not in done:  # a corruption added to a finished run: only the new rows
                 append_row(path, row)
-        if on_run:
+        if on_run and notify:
             on_run(results[0], (config.dataset, config.backbone, *job))
 
     # one job per few-shot draw: its methods fit in order in one process, so later ones can reuse earlier fits
@@ -154,18 +154,31 @@ def run_bench(config: BenchConfig, features: DatasetFeatures, backbone_identity:
     jobs = [([(m, config.configs.get(m)) for m, k2, s2 in todo if (k2, s2) == (k, s)], k, s, config.corruptions,
              config.device) for k, s in draws]
 
-    def record_draw(job, results):
+    def record_draw(job, results, notify=True):
         for (m, _), result in zip(job[0], results, strict=True):
-            record((m, job[1], job[2]), result)
+            record((m, job[1], job[2]), result, notify)
+
+    def notify_draw(job, results):  # progress as draws finish, whatever order they are written in
+        if on_run:
+            for (m, _), result in zip(job[0], results, strict=True):
+                on_run(result[0], (config.dataset, config.backbone, m, job[1], job[2]))
 
     if config.jobs > 1 and len(jobs) > 1:
         import multiprocessing as mp
 
         # spawn, not fork: forking a process that holds OpenMP or tokenizer threads can deadlock the child
         ctx = mp.get_context("spawn")
+        # the costliest draws (most shots) start first, so no worker idles at the end on one long draw;
+        # rows are still written in grid order, each as soon as every draw before it is done
+        order = sorted(range(len(jobs)), key=lambda i: -jobs[i][1])
+        finished, written = {}, 0
         with ctx.Pool(min(config.jobs, len(jobs)), initializer=_worker_init, initargs=(features,)) as pool:
-            for job, results in zip(jobs, pool.imap(_worker_run, jobs), strict=True):
-                record_draw(job, results)
+            for i, results in zip(order, pool.imap(_worker_run, [jobs[i] for i in order]), strict=True):
+                finished[i] = results
+                notify_draw(jobs[i], results)
+                while written in finished:
+                    record_draw(jobs[written], finished.pop(written), notify=False)
+                    written += 1
     else:
         import torch
 

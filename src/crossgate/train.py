@@ -37,7 +37,8 @@ def train(module: torch.nn.Module, loss_fn: Callable[[object], torch.Tensor],
     compared lexicographically, larger is better (e.g. (val accuracy, -val loss)).
     """
     params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
+    # fused: one pass over each parameter per step instead of seven (a fifth of a gate fit on a CPU)
+    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_epochs, gamma=config.gamma)
     best = (None, -1, copy.deepcopy(module.state_dict()))
     history = []
