@@ -162,9 +162,9 @@ def _common() -> argparse.ArgumentParser:
 
 
 # What makes `crossgate demo` take minutes on two cores (README, "What the demo runs"): Lin et al.'s grid
-# with a tenth of the updates, validated every 10 (their 128 validations), and corrupted copies of a
+# with a twentieth of the updates, validated every 5 (their 128 validations), and corrupted copies of a
 # class-balanced test subset. `bench` keeps the full protocol.
-DEMO_PROBE = {"iterations": 1280, "eval_every": 10}
+DEMO_PROBE = {"iterations": 640, "eval_every": 5}
 DEMO_CORRUPT_PER_CLASS = 50
 
 
