@@ -109,23 +109,76 @@ def _worker_run(job: tuple) -> list[list[dict]]:
     return run_draw(_WORKER_FEATURES, *job)
 
 
+OUR_FILES = ("results.jsonl", "summary.md", "summary.csv", LOCK_NAME := "results.jsonl.lock")
+
+
 def run_bench(config: BenchConfig, features: DatasetFeatures, backbone_identity: str,
-              on_run: Callable[[dict | None, tuple], None] | None = None) -> list[dict]:
+              on_run: Callable[[dict | None, tuple], None] | None = None,
+              dataset_identity: str | None = None) -> list[dict]:
     """Run every missing (method, shots, seed) and append it to out/results.jsonl; return all rows.
 
-    Rows are appended in grid order as they finish, so results.jsonl is the same for any --jobs.
+    Rows are appended in grid order as they finish, so results.jsonl is the same for any --jobs. One run
+    at a time writes to a folder (a second one is refused rather than duplicating rows).
     """
+    from filelock import FileLock, Timeout
+
     methods = config.resolved_methods()
-    out = ensure_writable_dir(Path(config.out), "output folder", "--out")
+    out = Path(config.out).expanduser()
+    if out.is_dir() and not (out / "results.jsonl").exists():
+        foreign = [p.name for p in out.iterdir() if p.name not in OUR_FILES and p.suffix != ".png"]
+        if foreign:
+            raise UserError(f"--out {out} holds files of its own ({', '.join(sorted(foreign)[:3])}, ...) and no "
+                            "results.jsonl; crossgate would write summary.md, summary.csv and plots there: "
+                            "choose a new or empty folder")
+    out = ensure_writable_dir(out, "output folder", "--out")
+    lock = FileLock(out / LOCK_NAME)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise UserError(f"another crossgate run is writing to {out}; wait for it to finish or choose another "
+                        "--out") from None
+    try:
+        return _run_locked(config, features, backbone_identity, dataset_identity, methods, out, on_run)
+    finally:
+        lock.release()
+
+
+def _check_comparable(path: Path, existing: list[dict], config: BenchConfig, methods: list[str],
+                      backbone_identity: str, dataset_identity: str | None) -> None:
+    """Rows already in the folder must come from the same setup as this run, or resuming would mix
+    numbers of other settings into one table: any setting that changes a number is compared."""
+    from .methods import METHODS
+    from .model import jsonable
+
+    wanted = {m: jsonable(config.configs.get(m) or METHODS.factory(m).config_class()) for m in methods
+              if METHODS.factory(m).config_class is not None}
+    for row in existing:
+        if row.get("dataset") != config.dataset or row.get("backbone") != config.backbone:
+            continue
+        what = None
+        differs = [k for k, v in config.setup.items() if row.get(k, SETUP_DEFAULTS.get(k)) != v]
+        if differs:
+            what = (differs[0], row.get(differs[0], SETUP_DEFAULTS.get(differs[0])), config.setup[differs[0]])
+        elif row.get("backbone_identity", backbone_identity) != backbone_identity:
+            what = ("backbone identity (weights, device, precision or decode)", row["backbone_identity"],
+                    backbone_identity)
+        elif dataset_identity and row.get("dataset_identity", dataset_identity) != dataset_identity:
+            what = ("dataset content", row["dataset_identity"], dataset_identity)
+        elif row.get("method") in wanted and (row.get("params") or {}).get("config") not in (
+                None, wanted[row["method"]]):
+            what = (f"{row['method']} settings", row["params"]["config"], wanted[row["method"]])
+        elif (row.get("params") or {}).get("device", "cpu") != config.device and row.get("method") in methods:
+            what = ("fit device", row["params"]["device"], config.device)
+        if what:
+            raise UserError(f"{path} holds {config.dataset} runs with {what[0]} = {what[1]!r}, not {what[2]!r}; "
+                            "they would not be comparable: choose another --out")
+
+
+def _run_locked(config, features, backbone_identity, dataset_identity, methods, out, on_run) -> list[dict]:
     path = out / "results.jsonl"
     repair(path)
     existing = read_rows(path)
-    for row in existing:
-        differs = [k for k, v in config.setup.items() if row.get(k, SETUP_DEFAULTS.get(k)) != v]
-        if row["dataset"] == config.dataset and row["backbone"] == config.backbone and differs:
-            had = row.get(differs[0], SETUP_DEFAULTS.get(differs[0]))
-            raise UserError(f"{path} holds {config.dataset} runs with {differs[0]} = {had!r}, not "
-                            f"{config.setup[differs[0]]!r}; they would not be comparable: choose another --out")
+    _check_comparable(path, existing, config, methods, backbone_identity, dataset_identity)
     done = {run_key(r) for r in existing}
     commit = git_commit()
     grid = [(m, k, s) for k in config.shots for s in config.seeds for m in methods]
@@ -143,7 +196,8 @@ def run_bench(config: BenchConfig, features: DatasetFeatures, backbone_identity:
     def record(job, results, notify=True):
         for result in results:
             row = {"dataset": config.dataset, "backbone": config.backbone, "backbone_identity": backbone_identity,
-                   **result, **config.setup, "crossgate_version": __version__, "git_commit": commit}
+                   **({"dataset_identity": dataset_identity} if dataset_identity else {}), **result,
+                   **config.setup, "crossgate_version": __version__, "git_commit": commit}
             if run_key(row) not in done:  # a corruption added to a finished run: only the new rows
                 append_row(path, row)
         if on_run and notify:

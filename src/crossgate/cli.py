@@ -50,9 +50,32 @@ def int_list(text: str) -> tuple[int, ...]:
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
         raise argparse.ArgumentTypeError("expected a comma-separated list of positive integers, got nothing")
-    values = tuple(positive_int(t) for t in items)
-    if len(set(values)) != len(values):
-        raise argparse.ArgumentTypeError(f"duplicate values in {text!r}")
+    return _unique(tuple(positive_int(t) for t in items), text)
+
+
+MAX_SEED = 2 ** 63 - 1  # what torch's and numpy's generators take
+
+
+def seed_value(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed must be at most 2**63 - 1, got {text}")
+    return value
+
+
+def seed_list(text: str) -> tuple[int, ...]:
+    """'1,2,3' -> (1, 2, 3): seeds, each within what the generators take, no duplicates."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of seeds, got nothing")
+    return _unique(tuple(seed_value(t) for t in items), text)
+
+
+def _unique(values: tuple, text: str) -> tuple:
+    """A list flag's values; a repeated one would be run twice and counted as two seeds: refused."""
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise argparse.ArgumentTypeError(f"{', '.join(repeated)} given twice in {text!r}; list each once")
     return values
 
 
@@ -60,7 +83,7 @@ def name_list(text: str) -> tuple[str, ...]:
     items = tuple(t.strip() for t in text.split(",") if t.strip())
     if not items:
         raise argparse.ArgumentTypeError("expected 'all' or a comma-separated list of method names")
-    return () if items == ("all",) else items
+    return () if items == ("all",) else _unique(items, text)
 
 
 def shots_value(text: str) -> int | str:
@@ -131,9 +154,13 @@ def add_template_flag(p: argparse.ArgumentParser) -> None:
 
 
 def template_text(text: str) -> str:
-    if text.count("{}") != 1:
-        raise argparse.ArgumentTypeError(f"a template needs exactly one {{}} for the class name, got {text!r}")
-    return text
+    from .datasets.base import check_template
+    from .errors import UserError
+
+    try:
+        return check_template(text)
+    except UserError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _common() -> argparse.ArgumentParser:
@@ -194,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--dataset", default="fashion-mnist", help="dataset name (default: fashion-mnist)")
         p.add_argument("--backbone", default="lite", help="backbone name (default: lite)")
         p.add_argument("--shots", type=int_list, default=DEFAULT_SHOTS, help="e.g. 1,4,16 (default: 1,2,4,8,16)")
-        p.add_argument("--seeds", type=int_list, default=DEFAULT_SEEDS, help="e.g. 1,2,3 (default: 1,2,3)")
+        p.add_argument("--seeds", type=seed_list, default=DEFAULT_SEEDS, help="e.g. 1,2,3 (default: 1,2,3)")
         p.add_argument("--methods", type=name_list, default=(), help="'all' (default) or m1,m2")
         p.add_argument("--out", type=Path, default=Path(out_default),
                        help=f"output directory (default: {out_default}); finished runs in it are skipped")
@@ -235,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="gate-joint", help="any method of `crossgate methods` (default: gate-joint)")
     p.add_argument("--shots", type=shots_value, default="all",
                    help="training images per class, or 'all' for every train image (default: all)")
-    p.add_argument("--seed", type=positive_int, default=1, help="few-shot draw and method seed (default: 1)")
+    p.add_argument("--seed", type=seed_value, default=1, help="few-shot draw and method seed (default: 1)")
     p.add_argument("--out", type=Path, required=True, help="model folder to write (model.safetensors + model.json)")
     add_template_flag(p)
     add_method_flags(p)
@@ -256,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default="lite")
     p.add_argument("--method", default="gate-joint", help="gate or gate-joint (default: gate-joint)")
     p.add_argument("--shots", type=positive_int, default=4)
-    p.add_argument("--seed", type=positive_int, default=1)
+    p.add_argument("--seed", type=seed_value, default=1)
     p.add_argument("--split", choices=("train", "val", "test"), default="test", help="images to explain")
     p.add_argument("--images", type=int_list, default=None,
                    help="indices into the split (default: the first of each class)")
@@ -269,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = split_sub.add_parser("show", parents=[common], help="print the few-shot training images, one per line")
     q.add_argument("dataset")
     q.add_argument("--shots", type=positive_int, required=True)
-    q.add_argument("--seed", type=positive_int, required=True)
+    q.add_argument("--seed", type=seed_value, required=True)
     q.add_argument("--val", action="store_true", help="print the few-shot validation images instead")
 
     p = sub.add_parser("report", parents=[common], help="rebuild summary tables and plots from DIR/results.jsonl")
@@ -360,7 +387,8 @@ def cmd_bench(args, settings) -> int:
     n_runs = len(config.resolved_methods()) * len(config.shots) * len(config.seeds)  # validates names early
     encoder, dataset, feats = _load(args, settings)
     with tqdm(total=n_runs, desc="fits", unit="run", disable=not settings.progress, dynamic_ncols=True) as bar:
-        rows = run_bench(config, feats, encoder.identity, on_run=lambda row, key: bar.update(1))
+        rows = run_bench(config, feats, encoder.identity, on_run=lambda row, key: bar.update(1),
+                         dataset_identity=dataset.identity)
     written = write_reports(config.out)
     for (ds, bb), by_method in summarize(rows).items():
         print(f"\n{ds} · {bb} · test accuracy (%), mean ± std over seeds {','.join(map(str, config.seeds))}\n")

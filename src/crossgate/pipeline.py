@@ -51,6 +51,9 @@ def make_method(method: str, seed: int, config=None, device: str = "cpu") -> Few
 def fit_one(features: DatasetFeatures, method: str, shots: int | str, seed: int,
             config=None, device: str = "cpu", fitted: dict | None = None) -> tuple[FewShotClassifier, dict]:
     """Fit one method on one few-shot draw: the fitted estimator and its results row (accuracies in %)."""
+    if len(features.test.labels) == 0:
+        raise UserError("no test images are left (every one unreadable and skipped, or none listed); fix the "
+                        "images or the split, a test accuracy of nothing is not a result")
     split = features.few_shot(shots, seed)
     xtr, ytr = features.few_shot_train(split.train)
     xval, yval = features.val.x[split.val], features.val.labels[split.val]

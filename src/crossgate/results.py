@@ -41,11 +41,21 @@ def repair(path: Path) -> None:
             atomic_write_text(path, text[: text.rfind("\n") + 1])
 
 
+def dumps_row(row: dict) -> str:
+    """A row as strict JSON: a NaN or infinity (never valid JSON) is a bug to report, not a value to write."""
+    try:
+        return json.dumps(row, sort_keys=True, allow_nan=False)
+    except ValueError:
+        bad = [k for k, v in row.items() if isinstance(v, float) and v != v or v in (float("inf"), float("-inf"))]
+        raise UserError(f"a result of {row.get('method')} is not a number ({', '.join(bad) or 'a field'}); "
+                        "nothing was written for it") from None
+
+
 def append_row(path: Path, row: dict) -> None:
     """One line, flushed to disk; a write cut short (full disk, kill -9) is dropped by the next repair()."""
     try:
         with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row, sort_keys=True) + "\n")
+            f.write(dumps_row(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
     except OSError as err:

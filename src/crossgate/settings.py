@@ -6,6 +6,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def env_positive_int(name: str, default: int) -> int:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        from .errors import UserError
+
+        raise UserError(f"{name}={text!r} is not a positive integer; set it to one (e.g. {default}) or unset it")
+    return int(text)
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("CROSSGATE_CACHE") or Path.home() / ".cache" / "crossgate")
 
@@ -24,7 +35,7 @@ class Settings:
     decode: str = "auto"  # auto | pil | torch: how images become pixels (crossgate.pixels)
     progress: bool = True  # tqdm bars on stderr
     on_bad_image: str = "fail"  # unreadable images: "fail" listing them all, or "skip" them
-    chunk_images: int = field(default_factory=lambda: int(os.environ.get("CROSSGATE_CHUNK_IMAGES") or 2048))
+    chunk_images: int = field(default_factory=lambda: env_positive_int("CROSSGATE_CHUNK_IMAGES", 2048))
     # images per resumable extraction chunk (rounded to whole batches): the most work a crash can lose
     offline: bool = field(default_factory=lambda: os.environ.get("CROSSGATE_OFFLINE", "") not in ("", "0"))
     # offline: never download datasets; say which files to put where instead

@@ -10,6 +10,8 @@ from .fewshot import FewShotSplit, choose_few_shot, few_shot_split, read_index_f
 def load_dataset(name: str, settings=None, templates: list[str] | None = None) -> Dataset:
     """A registered dataset by name, or your own images as imagefolder:PATH (with optional prompt templates)."""
     if name.startswith(imagefolder.PREFIX):
+        if not name[len(imagefolder.PREFIX):].strip():  # Path("") would be the current folder
+            raise UserError("imagefolder: needs a path, e.g. imagefolder:~/photos (one sub-folder per class)")
         return imagefolder.ImageFolderDataset(Path(name[len(imagefolder.PREFIX):]), templates)
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; available: {', '.join(list_datasets())}")

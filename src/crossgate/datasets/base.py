@@ -97,4 +97,20 @@ def digest_files(paths: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
+def check_template(text: str) -> str:
+    """A prompt template with exactly one plain `{}` for the class name, checked by parsing it as
+    str.format does: `{{}}` (a literal brace pair), `{x}`, `{0.__class__}`, `{:>9}` or a lone `}` is refused."""
+    import string
+
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(text) if name is not None]
+    except ValueError as err:
+        raise UserError(f"template {text!r} is not a valid format string ({err}); write one {{}} for the class "
+                        "name and double any other brace") from None
+    if len(fields) != 1 or fields[0] != ("", "", None):
+        raise UserError(f"template {text!r} needs exactly one plain {{}} for the class name (no names, indices, "
+                        "formats or conversions inside the braces; a literal brace is written {{ or }})")
+    return text
+
+
 DATASETS: Registry[Dataset] = Registry("dataset")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .base import Dataset, Split, files_split
+from .base import Dataset, Split, check_template, files_split
 
 PREFIX = "imagefolder:"
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -25,8 +25,14 @@ TEMPLATES = ["a photo of a {}.", "a bad photo of a {}.", "a cropped photo of a {
              "a bright photo of a {}.", "a photo of the large {}.", "a photo of the small {}."]
 
 
+def hidden(name: str) -> bool:
+    """Names a file manager or tool leaves behind (.thumbnails, .ipynb_checkpoints, __MACOSX, ._x.jpg)."""
+    return name.startswith((".", "__"))
+
+
 def image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file()
+                  and not any(hidden(part) for part in p.relative_to(folder).parts))
 
 
 class ImageFolderDataset(Dataset):
@@ -42,12 +48,12 @@ class ImageFolderDataset(Dataset):
         split_dirs = {s: self.root / s for s in ("train", "val", "test")}
         presplit = all(d.is_dir() for d in split_dirs.values())
         base = split_dirs["train"] if presplit else self.root
-        folders = sorted(d.name for d in base.iterdir() if d.is_dir())
+        folders = sorted(d.name for d in base.iterdir() if d.is_dir() and not hidden(d.name))
         if len(folders) < 2:
             raise UserError(f"{base} has {len(folders)} class folders; put the images of each class in a "
                             "sub-folder of its own (at least two classes)")
         self.classnames = self._classnames(folders)
-        self.templates = list(templates or TEMPLATES)
+        self.templates = [check_template(t) for t in (templates or TEMPLATES)]
         self._items: dict[str, list[tuple[str, int]]] = {"train": [], "val": [], "test": []}
         empty = []
         for label, folder in enumerate(folders):
@@ -65,7 +71,8 @@ class ImageFolderDataset(Dataset):
             for s, chosen in (("train", order[:cut]), ("val", order[cut:cut + n_val]), ("test", order[cut + n_val:])):
                 self._items[s] += [(files[i], label) for i in sorted(chosen)]
         if empty:
-            raise UserError(f"class folders with no images in {base}: {', '.join(empty)}; add images or remove them")
+            raise UserError(f"class folders with no images in {base}: {', '.join(empty)}; add images "
+                            f"({', '.join(sorted(EXTENSIONS))}) or remove them")
         digest = hashlib.sha256()
         for s in ("train", "val", "test"):
             for rel, label in self._items[s]:
