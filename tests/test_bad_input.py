@@ -189,8 +189,8 @@ def test_output_folder_below_a_file(env, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["extract", "--workers", "-1"], "expected a positive integer, got -1"),
     (["extract", "--on-bad-image", "ignore"], "invalid choice: 'ignore'"),
-    (["extract", "--template", "a photo"], "exactly one {} for the class name"),
-    (["extract", "--template", "a {} of {}"], "exactly one {} for the class name"),
+    (["extract", "--template", "a photo"], "exactly one plain {} for the class name"),
+    (["extract", "--template", "a {} of {}"], "exactly one plain {} for the class name"),
     (["extract", "--template", "a photo of a {}."], "--template applies to imagefolder:PATH datasets"),
     (["train", "--out", "m", "--shots", "0"], "expected a positive integer, got 0"),
     (["train", "--out", "m", "--method", "magic"], "unknown method 'magic'"),

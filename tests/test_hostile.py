@@ -29,6 +29,13 @@ def test_01_a_second_run_into_the_same_folder_is_refused_while_one_writes(capsys
     assert run(capsys, *bench_argv(tmp_path, folder))[0] == 0  # released: runs
 
 
+def test_02_resuming_with_the_same_settings_adds_nothing(capsys, tmp_path, folder):
+    assert run(capsys, *bench_argv(tmp_path, folder))[0] == 0
+    rows = read_rows(tmp_path / "run" / "results.jsonl")
+    assert run(capsys, *bench_argv(tmp_path, folder, "run", "--logreg-l2-grid", "1e-4,1e-3,1e-2"))[0] == 0
+    assert read_rows(tmp_path / "run" / "results.jsonl") == rows
+
+
 @pytest.mark.parametrize("change", [["--logreg-l2-grid", "0.5"], ["--flip"]])
 def test_02_resuming_with_other_settings_is_refused(capsys, tmp_path, folder, change):
     assert run(capsys, *bench_argv(tmp_path, folder))[0] == 0
@@ -156,3 +163,65 @@ def test_30_an_empty_imagefolder_path_does_not_scan_the_current_folder(capsys, t
     err = run_error(capsys, "bench", "--dataset", "imagefolder:", "--backbone", "tiny-clip",
                     "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "r"))
     assert "imagefolder: needs a path" in err
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    """A logreg model on tiny-clip features of a small image folder, and an image to predict."""
+    from crossgate.cli import main
+
+    root = tmp_path_factory.mktemp("model")
+    folder = make_folder(root / "imgs")
+    assert main(["train", "--dataset", f"imagefolder:{folder}", "--backbone", "tiny-clip", "--method", "logreg",
+                 "--shots", "2", "--cache-dir", str(root / "cache"), "--no-progress", "--out",
+                 str(root / "model")]) == 0
+    return root / "model", folder / "goldfish" / "0.png"
+
+
+def tampered(saved_model, tmp_path, edit):
+    """A copy of the model with `edit(arrays, meta)` applied and the checksum recomputed, as an attacker can."""
+    import shutil
+
+    from crossgate.storage import load_arrays, save_arrays
+
+    copy = tmp_path / "tampered"
+    shutil.copytree(saved_model[0], copy)
+    arrays, meta = load_arrays(copy / "model")
+    meta = {k: v for k, v in meta.items() if k not in ("checksum", "tensors")}
+    meta = edit(arrays, meta) or meta
+    save_arrays(copy / "model", arrays, meta)
+    return copy
+
+
+def _nan_weights(arrays, meta):
+    name = next(k for k, v in arrays.items() if v.dtype.kind == "f" and v.size)
+    arrays[name] = arrays[name].copy()
+    arrays[name].flat[0] = float("nan")
+
+
+@pytest.mark.parametrize("edit,message", [
+    (_nan_weights, "NaN or infinite"),
+    (lambda a, m: {**m, "classnames": "abc"}, "classnames"),
+    (lambda a, m: {**m, "classnames": [1, 2, 3]}, "classnames"),
+    (lambda a, m: {k: v for k, v in m.items() if k != "backbone_identity"}, "backbone_identity"),
+    (lambda a, m: {**m, "state": []}, "'state'"),
+    (lambda a, m: {**m, "method": "tip"}, "TipConfig"),
+    (lambda a, m: {**m, "state": {**m["state"], "values": {**m["state"]["values"], "_logits": 1}}}, "learned attr"),
+    (lambda a, m: {**m, "state": {**m["state"], "values": {**m["state"]["values"], "n_features_in_": "32"}}},
+     "n_features_in_"),
+    (lambda a, m: {**m, "templates": ["{} {0.__class__}"]}, "template"),
+])
+def test_06_16_28_a_tampered_model_is_refused_in_one_line(capsys, tmp_path, saved_model, edit, message):
+    model = tampered(saved_model, tmp_path, edit)
+    err = run_error(capsys, "predict", str(model), str(saved_model[1]), "--no-progress")
+    assert message in err
+
+
+def test_17_a_model_file_never_chooses_a_file_to_read(capsys, tmp_path, saved_model, monkeypatch):
+    import crossgate.encoders.openclip as openclip
+
+    opened = []
+    monkeypatch.setattr(openclip, "_checkpoint_digest", lambda path: opened.append(path) or "x")
+    model = tampered(saved_model, tmp_path, lambda a, m: {**m, "backbone": "openclip:crossgate-tiny//etc/passwd"})
+    err = run_error(capsys, "predict", str(model), str(saved_model[1]), "--no-progress")
+    assert "--backbone" in err and not opened

@@ -4,6 +4,7 @@ Resumable: runs already in the results file are skipped. No printing; progress g
 """
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -150,8 +151,8 @@ def _check_comparable(path: Path, existing: list[dict], config: BenchConfig, met
     from .methods import METHODS
     from .model import jsonable
 
-    wanted = {m: jsonable(config.configs.get(m) or METHODS.factory(m).config_class()) for m in methods
-              if METHODS.factory(m).config_class is not None}
+    wanted = {m: json.loads(json.dumps(jsonable(config.configs.get(m) or METHODS.factory(m).config_class())))
+              for m in methods if METHODS.factory(m).config_class is not None}  # as a row holds it
     for row in existing:
         if row.get("dataset") != config.dataset or row.get("backbone") != config.backbone:
             continue

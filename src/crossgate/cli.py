@@ -455,6 +455,10 @@ def cmd_predict(args, settings) -> int:
     model = load_model(args.model)
     files = _image_files(args.images)
     name = args.backbone or model.backbone
+    if args.backbone is None and model.backbone.startswith("openclip:") and "/" in model.backbone.partition("/")[2]:
+        # a model file never chooses a file to read: a local checkpoint comes from the command line
+        raise UserError(f"this model was fitted with a local checkpoint ({model.backbone}); give it with --backbone "
+                        "openclip:ARCH/PATH (the file is checked against the model's backbone identity)")
     encoder = create_encoder(name, cache_dir=settings.cache_dir, device=settings.torch_device(),
                              decode=settings.decode)
     model.check_backbone(encoder.identity, name)

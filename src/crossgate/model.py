@@ -75,8 +75,7 @@ def load_model(path: Path) -> SavedModel:
         raise UserError(f"model {path} is damaged: its weights do not match the checksum in {STEM}.json; "
                         "copy it again or retrain it")
     arrays, meta = entry
-    if meta.get("format") != FORMAT:
-        raise UserError(f"model {path} has format {meta.get('format')!r}; this crossgate reads {FORMAT}")
+    _check_document(meta, f"model {path}")
     if meta["method"] not in METHODS:
         raise UserError(f"model {path} uses method {meta['method']!r}, unknown to this crossgate; "
                         f"available: {', '.join(METHODS.names())}")
@@ -88,6 +87,33 @@ def load_model(path: Path) -> SavedModel:
     return SavedModel(classifier=classifier, method=meta["method"], backbone=meta["backbone"],
                       backbone_identity=meta["backbone_identity"], classnames=meta["classnames"],
                       templates=meta["templates"], dataset=meta.get("dataset", ""), info=meta.get("info", {}))
+
+
+def _check_document(meta, what: str) -> None:
+    """model.json against its schema, before anything is built from it."""
+    from .datasets.base import check_template
+
+    if not isinstance(meta, dict):
+        raise UserError(f"{what}: {STEM}.json must be a JSON object; the model file is damaged")
+    if meta.get("format") != FORMAT:
+        raise UserError(f"{what} has format {meta.get('format')!r}; this crossgate reads {FORMAT}")
+    fields = {"method": (str, "string"), "params": (dict, "object"), "state": (dict, "object"),
+              "backbone": (str, "string"), "backbone_identity": (str, "string"), "classnames": (list, "list"),
+              "templates": (list, "list")}
+    for key, (kind, json_name) in fields.items():
+        if not isinstance(meta.get(key), kind):
+            raise UserError(f"{what}: {STEM}.json needs {key!r} as a JSON {json_name}, got "
+                            f"{type(meta.get(key)).__name__}; the model file is damaged")
+    names = meta["classnames"]
+    if not names or not all(isinstance(n, str) and n.strip() for n in names) or len(set(names)) != len(names):
+        raise UserError(f"{what}: classnames must be distinct non-empty strings; the model file is damaged")
+    for template in meta["templates"]:
+        if not isinstance(template, str):
+            raise UserError(f"{what}: templates must be strings; the model file is damaged")
+        check_template(template)
+    for key, kind in (("dataset", str), ("info", dict)):
+        if key in meta and not isinstance(meta[key], kind):
+            raise UserError(f"{what}: {key!r} has the wrong type; the model file is damaged")
 
 
 def _estimator(method: str, params: dict, what: str) -> FewShotClassifier:

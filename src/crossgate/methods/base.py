@@ -237,7 +237,9 @@ class FewShotClassifier:
         return arrays, {"values": values, "arrays": kinds}
 
     def load_fitted_state(self, arrays: dict[str, np.ndarray], state: dict) -> FewShotClassifier:
-        """Restore what `fitted_state` returned; a missing or misshapen array is a UserError."""
+        """Restore what `fitted_state` returned; a missing, misshapen or non-finite array, or a state that
+        would set anything but learned attributes (names ending in `_`), is a UserError."""
+        _check_state(state, arrays, type(self).__name__)
         for name, value in state["values"].items():
             setattr(self, name, value)
         for name, kind in state["arrays"].items():
@@ -256,7 +258,30 @@ class FewShotClassifier:
                 raise UserError(f"saved state lacks the array {name!r}; the model file is incomplete")
             else:
                 setattr(self, name, torch.from_numpy(arrays[name]) if kind == "tensor" else arrays[name])
+        for name in ("n_features_in_", "n_classes_"):
+            value = getattr(self, name, None)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"saved {name} of {type(self).__name__} must be a positive integer, got {value!r}; "
+                                "the model file is damaged")
         return self
+
+
+def _check_state(state, arrays: dict, owner: str) -> None:
+    def damaged(why: str):
+        return UserError(f"saved state of {owner} {why}; the model file is damaged")
+
+    if not isinstance(state, dict) or not isinstance(state.get("values"), dict) \
+            or not isinstance(state.get("arrays"), dict):
+        raise damaged("must be an object with 'values' and 'arrays' objects")
+    for name in [*state["values"], *state["arrays"]]:
+        if not isinstance(name, str) or not name.endswith("_") or name.startswith("_"):
+            raise damaged(f"names {name!r}, which is not a learned attribute (those end in '_')")
+    for name, kind in state["arrays"].items():
+        if kind not in ("tensor", "array") and not (isinstance(kind, dict) and isinstance(kind.get("module"), dict)):
+            raise damaged(f"gives {name!r} the kind {kind!r}; expected 'tensor', 'array' or a module")
+    for name, value in arrays.items():
+        if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+            raise damaged(f"holds NaN or infinite weights in {name!r}")
 
 
 METHODS: Registry[FewShotClassifier] = Registry("method")
