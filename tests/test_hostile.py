@@ -225,3 +225,257 @@ def test_17_a_model_file_never_chooses_a_file_to_read(capsys, tmp_path, saved_mo
     model = tampered(saved_model, tmp_path, lambda a, m: {**m, "backbone": "openclip:crossgate-tiny//etc/passwd"})
     err = run_error(capsys, "predict", str(model), str(saved_model[1]), "--no-progress")
     assert "--backbone" in err and not opened
+
+
+def test_12_names_that_are_not_utf8(capsys, tmp_path, folder):
+    import os
+
+    from crossgate.datasets.imagefolder import ImageFolderDataset
+
+    Image.new("RGB", (16, 16), "blue").save(folder / "goldfish" / os.fsdecode(b"caf\xe9.png"))
+    assert ImageFolderDataset(folder).identity
+    (folder / "classnames.txt").write_bytes("goldfish poisson-\xe9\n".encode("latin-1"))
+    assert "not UTF-8" in run_error(capsys, *bench_argv(tmp_path, folder))
+
+
+def test_13_a_folder_too_small_for_a_split(capsys, tmp_path):
+    folder = make_folder(tmp_path / "imgs", per_class=2)
+    assert "no val images" in run_error(capsys, *bench_argv(tmp_path, folder))
+
+
+def test_14_a_cache_manifest_of_the_wrong_shape_or_a_lock_folder_is_a_miss(tmp_path, folder, tiny):
+    from crossgate.cache import FeatureCache
+    from crossgate.datasets.imagefolder import ImageFolderDataset
+
+    dataset, cache = ImageFolderDataset(folder), FeatureCache(tmp_path / "cache", progress=False)
+    first = cache.image_features(tiny, dataset, "test").x
+    stem = cache._image_stem(tiny, dataset, "test", "center")
+    for manifest in ("null", "[]", '{"sha256": "x", "tensors": {"x": {}}}'):
+        stem.with_name(stem.name + ".json").write_text(manifest)
+        assert (cache.image_features(tiny, dataset, "test").x == first).all()
+    lock = stem.with_name(stem.name + ".lock")
+    lock.unlink(missing_ok=True)
+    lock.mkdir()
+    stem.with_name(stem.name + ".json").write_text("null")
+    assert (cache.image_features(tiny, dataset, "test").x == first).all()
+
+
+def test_15_malformed_result_rows_are_skipped_with_a_warning(capsys, tmp_path, folder):
+    assert run(capsys, *bench_argv(tmp_path, folder))[0] == 0
+    results = tmp_path / "run" / "results.jsonl"
+    good = results.read_bytes()
+    results.write_bytes(b'42\n{"method": "x"}\n{"dataset": "d", "backbone": "b", "method": "m", "shots": "four", '
+                        b'"seed": 1, "acc_test": 50}\n\xff\xfe\n' + good)
+    code, out, err = run(capsys, "report", str(tmp_path / "run"))
+    assert code == 0 and "ignored 4 malformed line(s)" in err and "| logreg |" in out + (
+        tmp_path / "run" / "summary.md").read_text()
+    assert run(capsys, *bench_argv(tmp_path, folder))[0] == 0  # and bench resumes past them
+
+
+def test_19_a_path_component_too_long_is_one_line(capsys, tmp_path):
+    err = run_error(capsys, "bench", "--dataset", f"imagefolder:{tmp_path / ('x' * 300)}", "--backbone",
+                    "tiny-clip", "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "r"))
+    assert "too long" in err
+
+
+def test_20_workers_leave_ctrl_c_to_the_main_process(lite_small_features):
+    import signal
+
+    import torch
+
+    from crossgate.bench import _worker_init
+
+    before, threads = signal.getsignal(signal.SIGINT), torch.get_num_threads()
+    try:
+        _worker_init(lite_small_features)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+        torch.set_num_threads(threads)
+
+
+def test_22_a_chunk_deleted_before_the_merge_is_one_line(tmp_path):
+    import numpy as np
+
+    from crossgate.errors import UserError
+    from crossgate.extraction import Chunks, merge_chunks
+    from crossgate.storage import save_arrays
+
+    chunks = Chunks.of(tmp_path / "entry", 8, batch_size=4, chunk_images=4)
+    for start in chunks.starts():
+        save_arrays(chunks.path(start), {"x": np.ones((4, 3), np.float32), "positions": np.arange(start, start + 4)},
+                    {"bad": []})
+    chunks.path(4).with_suffix(".safetensors").unlink()
+    chunks.path(4).with_suffix(".json").unlink()
+    with pytest.raises(UserError, match="changed or vanished"):
+        merge_chunks(chunks, np.zeros(8, np.int64), 3, {}, "fail")
+
+
+def test_24_diverged_training_says_so_and_which_flag(capsys, tmp_path, folder):
+    argv = bench_argv(tmp_path, folder)
+    i = argv.index("--methods")
+    del argv[i:i + 2]
+    err = run_error(capsys, *argv, "--methods", "gate", "--gate-lr", "1e30", "--gate-epochs", "2")
+    assert "diverged" in err and "--gate-lr" in err
+
+
+def test_24_any_fit_that_leaves_nan_weights_is_refused():
+    """The sibling: every estimator, not only those trained by the shared loop (a probe whose chosen
+    checkpoint diverged, a closed form on degenerate data)."""
+    import numpy as np
+
+    from crossgate.errors import UserError
+    from crossgate.methods.base import FewShotClassifier
+
+    class Broken(FewShotClassifier):
+        def fit(self, x, y, *, text=None, val=None):
+            self.coef_ = np.full((2, 2), np.nan, np.float32)
+            return self
+
+    with pytest.raises(UserError, match="Broken training diverged"):
+        Broken().fit(np.zeros((2, 2)), np.array([0, 1]))
+
+
+def test_25_plot_names_fit_any_file_system():
+    from crossgate.report import plot_file_name
+
+    a = plot_file_name("imagefolder:/" + "very_long_folder_name/" * 20 + "a", "tiny-clip")
+    b = plot_file_name("imagefolder:/" + "very_long_folder_name/" * 20 + "b", "tiny-clip")
+    assert len(a.encode()) <= 255 and a != b
+
+
+def test_27_classnames_txt_lines_are_checked_not_dropped(capsys, tmp_path, folder):
+    from crossgate.datasets.imagefolder import ImageFolderDataset
+
+    (folder / "classnames.txt").write_text("goldfish\tred fish\n# a comment\n")
+    assert "red fish" in ImageFolderDataset(folder).classnames
+    (folder / "classnames.txt").write_text("goldfsh red fish\n")
+    assert "line 1" in run_error(capsys, *bench_argv(tmp_path, folder))
+
+
+def test_33_a_class_folder_linked_to_another_is_warned_about(caplog, tmp_path, folder):
+    import logging
+
+    from crossgate.datasets.imagefolder import ImageFolderDataset
+
+    (folder / "goldfish_again").symlink_to(folder / "goldfish", target_is_directory=True)
+    logging.getLogger("crossgate").addHandler(caplog.handler)  # the CLI stops its propagation to the root
+    try:
+        ImageFolderDataset(folder)
+    finally:
+        logging.getLogger("crossgate").removeHandler(caplog.handler)
+    assert "is a link to goldfish" in caplog.text
+
+
+def test_31_an_error_with_an_open_clip_model_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "crossgate", "explain", "--backbone", "tiny-clip", "--method", "gate",
+                          "--gate-k", "100", "--gate-epochs", "1", "--no-progress", "--cache-dir", str(tmp_path / "c")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0, out.stderr
+
+
+def test_32_report_on_a_read_only_folder_says_what_report_can_do(capsys, monkeypatch, tmp_path, folder):
+    import os
+
+    assert run(capsys, *bench_argv(tmp_path, folder))[0] == 0
+    real = os.access  # a read-only folder, also for root (who may write anywhere)
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(tmp_path / "run") else real(p, mode))
+    err = run_error(capsys, "report", str(tmp_path / "run"))
+    assert "copy the folder somewhere writable" in err and "--cache-dir" not in err
+
+
+def test_32_a_write_error_names_advice_the_command_can_follow(tmp_path):
+    import errno
+
+    from crossgate.storage import _write_error
+
+    assert "free some space" in str(_write_error(tmp_path / "x", OSError(errno.ENOSPC, "No space left on device")))
+    assert "free some space" not in str(_write_error(tmp_path / "x", OSError(errno.EROFS, "Read-only file system")))
+
+
+def test_34_archives_extract_on_pythons_without_tar_filters(monkeypatch, tmp_path):
+    import io
+    import tarfile
+
+    from crossgate.datasets.download import safe_extract
+
+    archive = tmp_path / "a.tar"
+    with tarfile.open(archive, "w") as tar:
+        data = b"hello"
+        info = tarfile.TarInfo("folder/file.txt")
+        info.size, info.mode = len(data), 0o4755  # setuid: dropped either way
+        tar.addfile(info, io.BytesIO(data))
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    safe_extract(archive, tmp_path / "out")
+    extracted = tmp_path / "out" / "folder" / "file.txt"
+    assert extracted.read_bytes() == b"hello" and not extracted.stat().st_mode & 0o4000
+
+
+def test_09_a_crash_while_a_model_is_rewritten_keeps_the_old_one(monkeypatch, tmp_path, saved_model):
+    import shutil
+
+    import crossgate.model as model_module
+    from crossgate.model import load_model, save_model
+
+    target = tmp_path / "model"
+    shutil.copytree(saved_model[0], target)
+    old = load_model(target)
+    real = model_module.save_arrays
+
+    def crash_after_the_weights(stem, arrays, meta):
+        real(stem, arrays, meta)  # weights and manifest of the new pair written ...
+        raise KeyboardInterrupt  # ... then the process dies before the swap
+
+    monkeypatch.setattr(model_module, "save_arrays", crash_after_the_weights)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(target, old)
+    monkeypatch.undo()
+    assert load_model(target).classnames == old.classnames
+    assert not list(tmp_path.glob(".model.*"))  # the half-written new pair is cleaned away
+
+
+def test_21_tip_grid_memory_does_not_grow_with_classes_squared(monkeypatch):
+    import torch
+
+    from crossgate.methods import tip
+    from crossgate.methods.tip import TipConfig, search_beta_alpha
+
+    gen = torch.Generator().manual_seed(0)
+    n_classes, dim = 200, 16
+    unit = lambda t: torch.nn.functional.normalize(t, dim=1)  # noqa: E731
+    text = unit(torch.randn(n_classes, dim, generator=gen))
+    keys = unit(torch.randn(2 * n_classes, dim, generator=gen))
+    values = torch.nn.functional.one_hot(torch.arange(2 * n_classes) % n_classes, n_classes).float()
+    xv, yv = unit(torch.randn(3 * n_classes, dim, generator=gen)), torch.arange(3 * n_classes) % n_classes
+    cfg = TipConfig()
+    whole = tip.tip_logits(xv, keys, values, text, torch.tensor(cfg.betas), torch.tensor(cfg.alphas))
+    acc = (whole.argmax(-1) == yv).float().mean(-1)
+    i, j = divmod(int(torch.argmax(acc)), len(cfg.alphas))
+
+    sizes = []
+    real = tip.tip_logits
+    monkeypatch.setattr(tip, "tip_logits", lambda *a: sizes.append(real(*a).numel()) or real(*a))
+    monkeypatch.setattr(tip, "GRID_FLOATS", 50_000)
+    assert search_beta_alpha(xv, yv, keys, values, text, cfg)[:2] == (cfg.betas[i], cfg.alphas[j])
+    assert max(sizes) <= 50_000 < whole.numel()
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda s: [e.__setitem__(1, 5) for e in s["train"] + s["val"] + s["test"] if e[1] == 2], "0..C-1"),
+    (lambda s: s["train"].append(["x.jpg", 1]), "not [image path, label, class name]"),
+    (lambda s: s["test"].append(["x.jpg", 7, "ghost"]), "appear in val / test but not in train"),
+    (lambda s: s.pop("val"), "'train', 'val' and 'test' lists"),
+])
+def test_23_a_user_split_file_is_checked_whole(tmp_path, edit, message):
+    from crossgate.datasets.coop import SPECS, CoopDataset
+    from crossgate.errors import UserError
+    from tests.conftest import make_pets_like_root
+
+    split, _ = make_pets_like_root(tmp_path / "data")
+    edit(split)
+    (tmp_path / "data" / "oxford_pets" / "split_zhou_OxfordPets.json").write_text(json.dumps(split))
+    with pytest.raises(UserError, match=message):
+        CoopDataset(SPECS["oxford_pets"], tmp_path / "data", download=False, progress=False)

@@ -5,6 +5,7 @@ Resumable: runs already in the results file are skipped. No printing; progress g
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -103,6 +104,9 @@ def _worker_init(features: DatasetFeatures) -> None:
     import torch
 
     torch.set_num_threads(1)  # one core per worker; the workers share the machine
+    # Ctrl-C is the main process's to handle (it ends the pool and says one line); a worker's traceback
+    # per process would bury that line
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER_FEATURES = features
 
 

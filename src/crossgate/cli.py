@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import sys
@@ -550,6 +551,9 @@ def cmd_report(args, settings) -> int:
     rows = read_rows(args.dir / "results.jsonl")
     if not rows:
         raise UserError(f"no results in {args.dir / 'results.jsonl'}; run `crossgate bench --out {args.dir}` first")
+    if not os.access(args.dir, os.W_OK):
+        raise UserError(f"{args.dir} is not writable, and report writes summary.md, summary.csv and plots beside "
+                        "results.jsonl; copy the folder somewhere writable and run report there")
     written = write_reports(args.dir, rows)
     print(summary_markdown(rows))
     print("wrote " + ", ".join(str(p) for p in written))
@@ -571,6 +575,10 @@ def _log_warnings() -> None:
             pass
 
     log = logging.getLogger("crossgate")
+    log.propagate = False  # a library's logging.basicConfig on the root logger would print ours twice
+    root = logging.getLogger()
+    if not root.handlers:  # open_clip warns through the root logger ("No pretrained weights loaded" for a
+        root.addHandler(logging.NullHandler())  # random model on purpose): a handler stops basicConfig
     if not log.handlers:
         handler = StderrHandler()
         handler.setFormatter(logging.Formatter("crossgate: %(levelname)s: %(message)s"))
@@ -595,6 +603,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"crossgate: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if args.debug or err.errno != errno.ENAMETOOLONG:
+            raise
+        print(f"crossgate: error: a file name is too long for the file system ({err.filename}); use a shorter "
+              "path or folder name", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `crossgate split show ... | head`: the reader left, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -283,9 +283,13 @@ def chunk_summary(chunks: Chunks) -> tuple[list, int]:
     from their manifests (the arrays are verified when they are read)."""
     bad, n_good = [], 0
     for start in chunks.starts():
-        manifest = json.loads(chunks.path(start).with_suffix(".json").read_text())
-        bad += manifest["bad"]
-        n_good += manifest["tensors"]["positions"]["shape"][0]
+        try:
+            manifest = json.loads(chunks.path(start).with_suffix(".json").read_text())
+            bad += manifest["bad"]
+            n_good += manifest["tensors"]["positions"]["shape"][0]
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            raise UserError(f"chunk {chunks.path(start)} changed or vanished on disk before the merge; run "
+                            "again (the chunks still there are kept and only the missing ones recomputed)") from None
     return bad, n_good
 
 
@@ -300,7 +304,8 @@ def merge_chunks(chunks: Chunks, labels: np.ndarray, dim: int, meta: dict, on_ba
         for start in chunks.starts():
             entry = load_arrays(chunks.path(start))
             if entry is None:
-                raise RuntimeError(f"chunk {chunks.path(start)} changed on disk during the merge")
+                raise UserError(f"chunk {chunks.path(start)} changed or vanished on disk during the merge; run "
+                                "again (the chunks still there are kept and only the missing ones recomputed)")
             yield entry[0]["x"]
 
     small = {"labels": labels.astype(np.int64)}
@@ -322,5 +327,7 @@ def entry_lock(stem: Path):
 
     path = Path(stem).with_name(Path(stem).name + ".lock")
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():  # not a lock crossgate made (a lock is an empty file): out of the way
+        shutil.rmtree(path, ignore_errors=True)
     with FileLock(path):
         yield

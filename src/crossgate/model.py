@@ -8,6 +8,9 @@ from the backbone the head was fitted on.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 
@@ -54,7 +57,21 @@ def save_model(path: Path, model: SavedModel) -> Path:
         json.dumps(meta)
     except TypeError as err:
         raise TypeError(f"{model.method} has learned state that is not JSON: {err}") from None
-    save_arrays(path / STEM, arrays, meta)
+    # the new pair is written in a folder of its own and swapped in whole: a crash at any point leaves the
+    # old model (or, between the two renames, its copy beside it) complete, never a mixed pair
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.new-"))
+    try:
+        save_arrays(new / STEM, arrays, meta)
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old-"))
+            os.replace(path, old / path.name)
+            os.replace(new, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(new, path)
+    finally:
+        shutil.rmtree(new, ignore_errors=True)
     return path
 
 

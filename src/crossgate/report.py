@@ -152,7 +152,13 @@ def summary_csv(rows: list[dict]) -> str:
 
 
 def plot_file_name(dataset: str, backbone: str) -> str:
+    """A readable name that always fits (long paths in a dataset name are cut and made unique by a digest)."""
+    import hashlib
+
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{dataset}__{backbone}")
+    if len(safe.encode()) > 150:
+        digest = hashlib.sha256(f"{dataset}__{backbone}".encode("utf-8", "surrogateescape")).hexdigest()[:12]
+        safe = safe.encode()[:120].decode("utf-8", "ignore") + "__" + digest
     return f"accuracy_vs_shots__{safe}.png"
 
 

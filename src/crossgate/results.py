@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from .errors import UserError
-from .storage import atomic_write_text
+from .storage import atomic_write_bytes
 
 RUN_KEY = ("dataset", "backbone", "method", "shots", "seed")
 
@@ -21,24 +21,48 @@ def read_rows(path: Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    rows, bad = [], []
+    lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
+            if number < len(lines):  # the last line may be cut short by a crash: repair() drops it
+                bad.append(number)
             continue
+        if valid_row(row):
+            rows.append(row)
+        else:
+            bad.append(number)
+    if bad:
+        import logging
+
+        logging.getLogger("crossgate").warning("%s: ignored %d malformed line(s) (%s); they are not results of "
+                                               "crossgate", path, len(bad), ", ".join(map(str, bad[:10])))
     return rows
+
+
+def valid_row(row) -> bool:
+    """A row crossgate could have written: its key fields, an accuracy, and the right types."""
+    if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("dataset", "backbone", "method")):
+        return False
+    if not isinstance(row.get("seed"), int) or isinstance(row.get("seed"), bool):
+        return False
+    if not (isinstance(row.get("shots"), int) and not isinstance(row["shots"], bool)) and row.get("shots") != "all":
+        return False
+    acc = row.get("acc_test")
+    return isinstance(acc, (int, float)) and not isinstance(acc, bool) and 0 <= acc <= 100
 
 
 def repair(path: Path) -> None:
     """Drop a half-written last line so that the next append starts on a line of its own."""
     path = Path(path)
     if path.is_file():
-        text = path.read_text(encoding="utf-8")
-        if text and not text.endswith("\n"):
-            atomic_write_text(path, text[: text.rfind("\n") + 1])
+        data = path.read_bytes()  # bytes: a line that is not UTF-8 is read_rows' to skip, not a crash here
+        if data and not data.endswith(b"\n"):
+            atomic_write_bytes(path, data[: data.rfind(b"\n") + 1])
 
 
 def dumps_row(row: dict) -> str:

@@ -60,8 +60,12 @@ def _replaced_atomically(path: Path):
 
 
 def _write_error(path: Path, err: OSError) -> UserError:
-    return UserError(f"cannot write {path} ({err.strerror or err}); free some space or write elsewhere "
-                     "(--cache-dir, --out)")
+    import errno
+
+    advice = {errno.ENOSPC: "free some space and run again", errno.EDQUOT: "free some space and run again",
+              errno.ENAMETOOLONG: "use a shorter path"}.get(err.errno, "write somewhere writable instead "
+                                                                  "(--out, --cache-dir or another folder)")
+    return UserError(f"cannot write {path} ({err.strerror or err}); {advice}")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -140,14 +144,17 @@ def load_arrays(stem: Path) -> tuple[dict[str, np.ndarray], dict] | None:
         manifest = json.loads(manifest_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
-    if manifest.get("sha256") != sha256_file(tensor_path):
-        return None
+    if not isinstance(manifest, dict) or manifest.get("sha256") != sha256_file(tensor_path):
+        return None  # valid JSON of another shape (null, a list) is as good as no manifest
     try:
         arrays = load_file(str(tensor_path))
     except Exception:  # a corrupt file that still matched is not expected; treat as a miss
         return None
-    for name, spec in manifest.get("tensors", {}).items():
-        if name not in arrays or list(arrays[name].shape) != spec["shape"]:
+    tensors = manifest.get("tensors", {})
+    if not isinstance(tensors, dict):
+        return None
+    for name, spec in tensors.items():
+        if name not in arrays or not isinstance(spec, dict) or list(arrays[name].shape) != spec.get("shape"):
             return None
     return arrays, manifest
 

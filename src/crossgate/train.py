@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .errors import UserError
+
 
 @dataclass
 class TrainConfig:
@@ -63,7 +65,8 @@ def train(module: torch.nn.Module, loss_fn: Callable[[object], torch.Tensor],
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(batch)
             if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"training loss is {float(loss)} at iteration {iteration}")
+                raise UserError(f"training diverged: the loss became {float(loss)} at iteration {iteration}; "
+                                "lower the learning rate (the method's --<method>-lr flag, e.g. --gate-lr)")
             loss.backward()
             optimizer.step()
             iteration += 1

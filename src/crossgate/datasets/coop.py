@@ -66,12 +66,7 @@ class CoopDataset(Dataset):
             self._items = json.loads(split_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise UserError(f"{split_path} is not valid JSON ({err}); download it again") from err
-        if not all(k in self._items for k in ("train", "val", "test")):
-            raise UserError(f"{split_path} lacks a train, val or test list; download it again")
-        names = {}
-        for _, label, classname in self._items["train"]:
-            names.setdefault(int(label), classname.replace("_", " "))
-        self.classnames = [names[i] for i in range(len(names))]
+        self.classnames = _check_split(self._items, split_path)
         self.templates = [spec.template]
         self._digest = digest_files([split_path])
 
@@ -103,6 +98,32 @@ class CoopDataset(Dataset):
         images = self.folder / self.spec.images
         return files_split(images, [str(relpath) for relpath, _, _ in items], [int(label) for _, label, _ in items],
                            f"the {self.name} images belong in {images}")
+
+
+def _check_split(items, path: Path) -> list[str]:
+    """The class names of a CoOp split file, after checking its whole shape: three lists of
+    [relative image path, integer label, class name], labels 0..C-1 all present in train, one name each."""
+    def bad(why: str):
+        return UserError(f"{path} is not a CoOp split file: {why}; download it again or fix it")
+
+    if not isinstance(items, dict) or not all(isinstance(items.get(k), list) for k in ("train", "val", "test")):
+        raise bad("it needs 'train', 'val' and 'test' lists")
+    names: dict[int, str] = {}
+    for split in ("train", "val", "test"):
+        for n, entry in enumerate(items[split]):
+            if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str) and entry[0]
+                    and isinstance(entry[1], int) and not isinstance(entry[1], bool) and entry[1] >= 0
+                    and isinstance(entry[2], str) and entry[2].strip()):
+                raise bad(f"{split} entry {n} is {entry!r}, not [image path, label, class name]")
+            if split == "train" and names.setdefault(entry[1], entry[2]) != entry[2]:
+                raise bad(f"label {entry[1]} is named both {names[entry[1]]!r} and {entry[2]!r}")
+    missing = sorted(set(range(max(names, default=-1) + 1)) - set(names))
+    if not names or missing:
+        raise bad(f"the train labels must be 0..C-1, but {missing[:5] or 'all'} have no training image")
+    unknown = sorted({e[1] for s in ("val", "test") for e in items[s]} - set(names))
+    if unknown:
+        raise bad(f"labels {unknown[:5]} appear in val / test but not in train")
+    return [names[i].replace("_", " ") for i in range(len(names))]
 
 
 def _register(spec: CoopSpec):

@@ -123,10 +123,25 @@ def safe_extract(archive: Path, into: Path) -> None:
                     raise UserError(f"{archive} has an unsafe member {m.name!r} (absolute path, '..', link or "
                                     "special file); refusing to extract it. Delete the archive and download it again")
             with tempfile.TemporaryDirectory(dir=into, prefix=".extract-") as tmp:
-                tar.extractall(tmp, members=members, filter="data")
+                if hasattr(tarfile, "data_filter"):
+                    tar.extractall(tmp, members=members, filter="data")
+                else:  # Python before 3.10.12 / 3.11.4: no filters; the members were checked above
+                    _extract_plain(tar, members, Path(tmp))
                 _merge(Path(tmp), into)
     except (tarfile.TarError, EOFError, OSError) as err:
         raise UserError(f"{archive} is not a readable tar archive ({err}); delete it and download it again") from None
+
+
+def _extract_plain(tar: tarfile.TarFile, members: list, dest: Path) -> None:
+    """Regular files and folders only, written with default permissions (what filter="data" keeps)."""
+    for m in members:
+        target = dest / PurePosixPath(m.name)
+        if m.isdir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tar.extractfile(m) as src, open(target, "wb") as out:
+            shutil.copyfileobj(src, out)
 
 
 def _merge(src: Path, dst: Path) -> None:

@@ -9,6 +9,7 @@ overrides them. Prompts: TEMPLATES below unless templates are given (`--template
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import numpy as np
 from ..errors import UserError
 from .base import Dataset, Split, check_template, files_split
 
+log = logging.getLogger("crossgate")
 PREFIX = "imagefolder:"
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 RATIOS = (0.6, 0.2, 0.2)  # train, val, test when PATH has no train/ val/ test/ folders
@@ -73,21 +75,39 @@ class ImageFolderDataset(Dataset):
         if empty:
             raise UserError(f"class folders with no images in {base}: {', '.join(empty)}; add images "
                             f"({', '.join(sorted(EXTENSIONS))}) or remove them")
+        for split in ("train", "val", "test"):
+            if not self._items[split]:
+                raise UserError(f"{self.root} gives no {split} images: a class needs at least 3 images to have "
+                                "one in each of train, val and test (or give train/, val/ and test/ folders)")
+        for folder in folders:  # the same images under two class names would be two classes of one thing
+            target = base / folder
+            if target.is_symlink() and target.resolve().parent == base.resolve():
+                log.warning("class folder %s is a link to %s in the same folder: its images count for both "
+                            "classes", folder, target.resolve().name)
         digest = hashlib.sha256()
         for s in ("train", "val", "test"):
             for rel, label in self._items[s]:
                 st = (self.root / rel).stat()
-                digest.update(f"{s}/{rel}/{label}/{st.st_size}/{st.st_mtime_ns};".encode())
+                digest.update(f"{s}/{rel}/{label}/{st.st_size}/{st.st_mtime_ns};".encode("utf-8", "surrogateescape"))
         self._digest = digest.hexdigest()[:16]
 
     def _classnames(self, folders: list[str]) -> list[str]:
         names = {f: f.replace("_", " ") for f in folders}
         override = self.root / "classnames.txt"
         if override.is_file():
-            for line in override.read_text().splitlines():
-                folder, _, name = line.strip().partition(" ")
-                if folder in names and name.strip():
-                    names[folder] = name.strip()
+            try:
+                text = override.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                raise UserError(f"{override} is not UTF-8 text; save it as UTF-8") from None
+            for number, line in enumerate(text.splitlines(), 1):
+                if not line.strip() or line.lstrip().startswith("#"):
+                    continue
+                parts = line.strip().split(None, 1)  # a space or a tab between folder and name
+                if len(parts) != 2 or parts[0] not in names:
+                    shown = ", ".join(folders[:5]) + (", ..." if len(folders) > 5 else "")
+                    raise UserError(f"{override} line {number} ({line.strip()!r}) is not '<folder> <name>' with one "
+                                    f"of the class folders ({shown})")
+                names[parts[0]] = parts[1].strip()
         result = [names[f] for f in folders]
         empty = [f for f in folders if not names[f].strip()]
         if empty:

@@ -76,9 +76,24 @@ def _on_device(fit):
         with torch.device(self._device()):  # on the CPU too: one code path
             result = fit(self, *args, **kwargs)
         _state_to_cpu(self)
+        _check_finite(self)
         return result
 
     return wrapper
+
+
+def _check_finite(estimator) -> None:
+    """Training that diverged leaves NaN or infinite weights, which would predict class 0 for everything."""
+    for name, value in vars(estimator).items():
+        if not name.endswith("_") or name.startswith("_"):
+            continue
+        tensors = value.state_dict().values() if isinstance(value, torch.nn.Module) else [value]
+        for t in tensors:
+            a = t.detach().numpy() if isinstance(t, torch.Tensor) else t
+            if isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
+                raise UserError(f"{type(estimator).__name__} training diverged: its learned {name.rstrip('_')} "
+                                "holds NaN or infinite values; lower its learning rate (the --<method>-lr or "
+                                "--probe-lrs flag)")
 
 
 def _state_to_cpu(estimator) -> None:
