@@ -139,6 +139,7 @@ def test_26_a_folder_of_unsupported_images_names_the_accepted_ones(capsys, tmp_p
 
 def test_29_jobs_beyond_the_draws_start_no_idle_processes(monkeypatch, tmp_path, lite_small_features):
     import multiprocessing
+    import os
 
     from crossgate.bench import BenchConfig, run_bench
 
@@ -156,7 +157,7 @@ def test_29_jobs_beyond_the_draws_start_no_idle_processes(monkeypatch, tmp_path,
     monkeypatch.setattr(multiprocessing, "get_context", Context)
     config = BenchConfig(shots=(1,), seeds=(1, 2), methods=("zeroshot",), out=tmp_path / "run", jobs=100)
     run_bench(config, lite_small_features, "id")
-    assert sizes == [2]
+    assert sizes == [min(2, os.cpu_count())] or (sizes == [] and os.cpu_count() == 1)
 
 
 def test_30_an_empty_imagefolder_path_does_not_scan_the_current_folder(capsys, tmp_path):

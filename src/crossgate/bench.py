@@ -5,6 +5,7 @@ Resumable: runs already in the results file are skipped. No printing; progress g
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 from collections.abc import Callable
@@ -231,7 +232,9 @@ def _run_locked(config, features, backbone_identity, dataset_identity, methods, 
         # rows are still written in grid order, each as soon as every draw before it is done
         order = sorted(range(len(jobs)), key=lambda i: -jobs[i][1])
         finished, written = {}, 0
-        with ctx.Pool(min(config.jobs, len(jobs)), initializer=_worker_init, initargs=(features,)) as pool:
+        # no more processes than draws or cores: each imports torch, and more would only wait
+        processes = min(config.jobs, len(jobs), os.cpu_count() or 1)
+        with ctx.Pool(processes, initializer=_worker_init, initargs=(features,)) as pool:
             for i, results in zip(order, pool.imap(_worker_run, [jobs[i] for i in order]), strict=True):
                 finished[i] = results
                 notify_draw(jobs[i], results)
