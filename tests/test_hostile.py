@@ -409,7 +409,16 @@ def test_34_archives_extract_on_pythons_without_tar_filters(monkeypatch, tmp_pat
         info = tarfile.TarInfo("folder/file.txt")
         info.size, info.mode = len(data), 0o4755  # setuid: dropped either way
         tar.addfile(info, io.BytesIO(data))
+    # a Python before 3.10.12 / 3.11.4: no filter functions, and extractall takes no filter argument
     monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    real = tarfile.TarFile.extractall
+
+    def old_extractall(self, path=".", members=None, *, numeric_owner=False, **kwargs):
+        if kwargs:
+            raise TypeError(f"extractall() got an unexpected keyword argument {next(iter(kwargs))!r}")
+        return real(self, path, members, numeric_owner=numeric_owner)
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", old_extractall)
     safe_extract(archive, tmp_path / "out")
     extracted = tmp_path / "out" / "folder" / "file.txt"
     assert extracted.read_bytes() == b"hello" and not extracted.stat().st_mode & 0o4000
