@@ -50,7 +50,7 @@ def profile(encoder, items, n: int, batch_size: int, workers: int, sync) -> dict
     from dataclasses import replace
 
     from crossgate import pixels
-    from crossgate.extraction import _PixelDataset, load_group
+    from crossgate.extraction import _PixelDataset, _read_in_threads, load_group
 
     def loader_speed(split, tensor_decode):
         loader = torch.utils.data.DataLoader(_PixelDataset(split, list(range(n)), encoder.preprocess, "center",
@@ -61,10 +61,18 @@ def profile(encoder, items, n: int, batch_size: int, workers: int, sync) -> dict
         count = sum(len(group) for group in loader)
         return round(count / (time.perf_counter() - start), 1)
 
-    out = {"loader_only_img_s": loader_speed(items, encoder.decode == "torch"),
+    def reader_speed(split, threads):
+        start = time.perf_counter()
+        dataset = _PixelDataset(split, list(range(n)), encoder.preprocess, "center", True)
+        count = sum(1 for _ in _read_in_threads(dataset, threads))
+        return round(count / (time.perf_counter() - start), 1)
+
+    out = {"loader_processes_img_s": loader_speed(items, encoder.decode == "torch"),
            "loader_pil_decode_only_img_s": loader_speed(replace(items, locate=None), True),  # decode, no resize
            "loader_pil_full_img_s": loader_speed(items, False)}
     if encoder.decode == "torch" and items.locate is not None:
+        # what extraction uses for file bytes (READ_THREADS), and other thread counts
+        out["reader_threads_img_s"] = {t: reader_speed(items, t) for t in (1, 2, 4, 8)}
         blobs = [pixels.read_for_decode(items.locate(i), "")[1] for i in range(n)]
         batches = [blobs[s:s + batch_size] for s in range(0, n, batch_size)]
         pixels.preprocess_batch(pixels.decode_jpegs(batches[0], encoder.device), encoder.pixel_spec)  # warm-up

@@ -126,6 +126,7 @@ def main() -> int:
     p.add_argument("--imagenet-iterations", default="12800")
     p.add_argument("--archs", default="ViT-B-16,RN50")
     p.add_argument("--profile", action="store_true", help="extract_throughput --profile: each stage alone")
+    p.add_argument("--repeats", type=int, default=5, help="extract_throughput: best of this many timings")
     p.add_argument("--no-pil-baseline", action="store_true")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -148,7 +149,7 @@ def main() -> int:
                 make_checkpoint(arch, ckpt)
             common = [py, str(HERE / "extract_throughput.py"), "--device", args.device,
                       "--dataset", f"imagefolder:{jpegs}", "--backbone", f"openclip:{arch}/{ckpt}",
-                      "--batch-size", "256", "--repeats", "2"] + (["--profile"] if args.profile else [])
+                      "--batch-size", "256", "--repeats", str(args.repeats)] + (["--profile"] if args.profile else [])
             run(common + ["--n", str(args.n), "--decode", "torch"], log)  # the setting
             run(common + ["--n", str(args.n_long), "--split", "train", "--decode", "torch"], log)  # start-up amortised
             if arch == "ViT-B-16" and not args.no_pil_baseline:

@@ -1,4 +1,6 @@
 """The tensor decode path (crossgate.pixels), run on the CPU: the same code a GPU runs with nvjpeg."""
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -154,3 +156,50 @@ def test_an_unreadable_file_is_reported_by_the_tensor_path_too(tmp_path):
         except UserError as err:
             errors.append(str(err))
     assert len(errors) == 1 and "cat/1.jpg" in errors[0] and "--on-bad-image skip" in errors[0]
+
+
+def _encoded(image: Image.Image, **options) -> bytes:
+    out = io.BytesIO()
+    image.save(out, **options)
+    return out.getvalue()
+
+
+def test_the_header_scan_sends_to_the_device_decoder_exactly_what_pil_calls_baseline_rgb():
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 255, (40, 56, 3), dtype=np.uint8))
+    cases = {"baseline": _encoded(image, format="JPEG"),
+             "baseline with exif and a big icc profile": _encoded(image, format="JPEG", exif=b"Exif\0\0" + bytes(40),
+                                                                   icc_profile=bytes(70_000)),
+             "4:4:4": _encoded(image, format="JPEG", quality=100, subsampling=0),
+             "progressive": _encoded(image, format="JPEG", progressive=True),
+             "cmyk": _encoded(image.convert("CMYK"), format="JPEG"),
+             "grayscale": _encoded(image.convert("L"), format="JPEG"),
+             "png": _encoded(image, format="PNG")}
+    cases["truncated"] = cases["baseline"][:200]
+    for name, data in cases.items():
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+                plain = img.format == "JPEG" and img.mode == "RGB" and not img.info.get("progressive")
+        except OSError:
+            plain = False
+        assert pixels._plain_jpeg(data) == plain, name
+
+
+def test_file_bytes_are_read_ahead_in_order_and_an_early_stop_leaves_no_thread():
+    import threading
+
+    from crossgate.extraction import _read_in_threads
+
+    class Items:
+        def __len__(self):
+            return 101
+
+        def __getitem__(self, j):
+            return j
+
+    assert list(_read_in_threads(Items(), threads=3, group=8, ahead=2)) == list(range(101))
+    reader = _read_in_threads(Items(), threads=3, group=8, ahead=2)
+    assert [next(reader) for _ in range(5)] == [0, 1, 2, 3, 4]
+    reader.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("crossgate-read")]

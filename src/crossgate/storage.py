@@ -35,9 +35,10 @@ def _umask_mode() -> int:
 
 
 @contextmanager
-def _replaced_atomically(path: Path):
-    """Yields a temporary file beside `path`; when the block ends, it becomes `path` (umask mode). On any
-    error it is removed, and an OSError (full disk, read-only folder) becomes a one-line UserError."""
+def _replaced_atomically(path: Path, durable: bool = True):
+    """Yields a temporary file beside `path`; when the block ends, it becomes `path` (umask mode), flushed
+    to the disk first if `durable`. On any error it is removed, and an OSError (full disk, read-only
+    folder) becomes a one-line UserError."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,8 +48,9 @@ def _replaced_atomically(path: Path):
     os.close(fd)
     try:
         yield Path(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        if durable:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except OSError as err:
@@ -77,21 +79,24 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _write_manifest(stem: Path, meta: dict, checksum: str, tensors: dict[str, tuple[list, str]]) -> None:
+def _write_manifest(stem: Path, meta: dict, checksum: str, tensors: dict[str, tuple[list, str]],
+                    durable: bool = True) -> None:
     """The manifest goes last: an entry whose manifest is missing or disagrees with its tensors is a miss."""
     manifest = dict(meta)
     manifest["sha256"] = checksum
     manifest["tensors"] = {k: {"shape": list(shape), "dtype": dtype} for k, (shape, dtype) in tensors.items()}
-    atomic_write_text(stem.with_name(stem.name + ".json"), json.dumps(manifest, indent=2, sort_keys=True))
+    with _replaced_atomically(stem.with_name(stem.name + ".json"), durable) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
 
 
-def save_arrays(stem: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    """Write `arrays` and `meta` as one entry at `stem` (no suffix)."""
+def save_arrays(stem: Path, arrays: dict[str, np.ndarray], meta: dict, durable: bool = True) -> None:
+    """Write `arrays` and `meta` as one entry at `stem` (no suffix). `durable=False` skips the fsyncs, for
+    entries whose loss to a power cut only costs a recomputation (the checksum catches a torn write)."""
     stem = Path(stem)
-    with _replaced_atomically(stem.with_name(stem.name + ".safetensors")) as tmp:
+    with _replaced_atomically(stem.with_name(stem.name + ".safetensors"), durable) as tmp:
         save_file({k: np.asarray(v, order="C") for k, v in arrays.items()}, str(tmp))  # keeps 0-d arrays 0-d
         checksum = sha256_file(tmp)
-    _write_manifest(stem, meta, checksum, {k: (v.shape, str(v.dtype)) for k, v in arrays.items()})
+    _write_manifest(stem, meta, checksum, {k: (v.shape, str(v.dtype)) for k, v in arrays.items()}, durable)
 
 
 _SAFETENSORS_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.int64): "I64"}
