@@ -128,3 +128,33 @@ def test_training_lowers_the_loss_on_real_features(lite_val_features):
     with torch.no_grad():
         after = total(x, y).item()
     assert after < 0.9 * before, (before, after)
+
+
+def test_full_batch_training_validates_every_eval_every_steps_and_keeps_the_best_copy():
+    """A full-batch loop (one step per "epoch") validates at eval_every, not at every step, and the
+    kept state is a copy: later steps do not change it."""
+    import torch
+
+    weight = torch.nn.Parameter(torch.zeros(3))
+    module = torch.nn.Module()
+    module.w = weight
+    scores = iter(range(100))
+
+    def evaluate():
+        return (0 if len(seen) > 3 else next(scores),)  # best at the third validation (step 10)
+
+    seen = []
+
+    def loss_fn(_):
+        return ((module.w - 1.0) ** 2).sum()
+
+    def validate():
+        seen.append(float(module.w[0]))
+        return evaluate()
+
+    result = train(module, loss_fn, lambda step: [None], validate,
+                   TrainConfig(lr=0.1, epochs=20, step_epochs=100, eval_every=5, eval_at_start=True,
+                               eval_short_epochs=False))
+    assert [it for it, _ in result.history] == [0, 5, 10, 15, 20]
+    assert result.best_iteration == 10
+    assert float(module.w[0]) == seen[2]  # restored to the state validated at step 10

@@ -64,9 +64,8 @@ def fit_one(features: DatasetFeatures, method: str, shots: int | str, seed: int,
     clf.fit(xtr, ytr, text=features.text, val=(xval, yval), **reuse)
     fit_seconds = time.perf_counter() - start
     extra = {}
-    if hasattr(clf, "top1_true_class_rate"):  # how often the gate's first pick is a text of the true class
-        extra["gate_top1_true_class"] = pct(clf.top1_true_class_rate(features.test.x, features.test.labels))
-        extra.update(clf.selection_stats(features.test.x))  # how varied the selection is (a collapse shows)
+    if hasattr(clf, "selection_stats"):  # how varied the gate's selection is (a collapse shows), and how
+        extra.update(clf.selection_stats(features.test.x, features.test.labels))  # often its first pick is right
     return clf, {
         **extra,
         "method": method, "shots": shots, "seed": seed,

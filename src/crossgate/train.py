@@ -1,7 +1,6 @@
 """A small training loop that knows nothing about the model: config in, best-on-validation state out."""
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -20,6 +19,8 @@ class TrainConfig:
     gamma: float = 0.5  # StepLR decay factor (paper: 0.5)
     eval_every: int = 100  # iterations between validations; also at each epoch end when epochs are shorter
     eval_at_start: bool = False  # also validate the initial state, so a warm start is kept if training hurts
+    eval_short_epochs: bool = True  # validate at the end of epochs shorter than eval_every; False for full-batch
+    # loops, whose "epoch" is one step (else they validate at every step, whatever eval_every says)
 
 
 @dataclass
@@ -42,7 +43,7 @@ def train(module: torch.nn.Module, loss_fn: Callable[[object], torch.Tensor],
     # fused: one pass over each parameter per step instead of seven (a fifth of a gate fit on a CPU)
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_epochs, gamma=config.gamma)
-    best = (None, -1, copy.deepcopy(module.state_dict()))
+    best = (None, -1, _snapshot(module))
     history = []
     iteration = 0
 
@@ -54,7 +55,7 @@ def train(module: torch.nn.Module, loss_fn: Callable[[object], torch.Tensor],
         module.train()
         history.append((iteration, score))
         if best[0] is None or score > best[0]:
-            best = (score, iteration, copy.deepcopy(module.state_dict()))
+            best = (score, iteration, _snapshot(module))
 
     module.train()
     if config.eval_at_start:
@@ -73,12 +74,19 @@ def train(module: torch.nn.Module, loss_fn: Callable[[object], torch.Tensor],
             n_batches += 1
             if iteration % config.eval_every == 0:
                 validate()
-        if n_batches < config.eval_every and (not history or history[-1][0] != iteration):
+        if config.eval_short_epochs and n_batches < config.eval_every and (not history or history[-1][0] != iteration):
             validate()
         scheduler.step()
+    if not history or history[-1][0] != iteration:  # the final state is a candidate too
+        validate()
     module.load_state_dict(best[2])
     module.eval()
     return TrainResult(best_score=best[0], best_iteration=best[1], iterations=iteration, history=history)
+
+
+def _snapshot(module: torch.nn.Module) -> dict:
+    """A copy of the module's state (a deepcopy of the state dict cost more than a training step)."""
+    return {name: value.detach().clone() for name, value in module.state_dict().items()}
 
 
 def cross_modal_batches(n_images: int, n_texts: int, batch_size: int, text_ratio: float,

@@ -10,6 +10,7 @@ Its CLI flags, bench settings, results rows and saved models follow from the con
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import inspect
@@ -73,7 +74,9 @@ def _on_device(fit):
     predictions, saving and pickling need no GPU (and a fitted estimator computes on the CPU)."""
     @functools.wraps(fit)
     def wrapper(self, *args, **kwargs):
-        with torch.device(self._device()):  # on the CPU too: one code path
+        device = torch.device(self._device())
+        # already the default device (the CPU, usually): no mode intercepting every torch call (5-8% of a fit)
+        with contextlib.nullcontext() if torch.get_default_device() == device else device:
             result = fit(self, *args, **kwargs)
         _state_to_cpu(self)
         _check_finite(self)

@@ -137,18 +137,24 @@ class _GateBase(FewShotClassifier):
         out = self._gate_output(tensor(unit_rows(np.asarray(x, dtype=np.float32))))
         return out.indices.cpu().numpy(), out.weights.cpu().numpy()
 
-    def selection_stats(self, x) -> dict:
+    def selection_stats(self, x, y=None) -> dict:
         """How varied the gate's selection is over these images: the number of distinct texts selected as
-        top-1 (of the pool's size) and the mean entropy (nats) of the attention weights over the k texts."""
+        top-1 (of the pool's size) and the mean entropy (nats) of the attention weights over the k texts;
+        with labels `y`, also how often the top-1 text is of the true class (percent). One gate pass."""
         indices, weights = self.explain(x)
         w = np.clip(weights.astype(np.float64), 1e-12, 1)
-        return {"gate_top1_distinct": int(len(np.unique(indices[:, 0]))), "gate_pool_size": len(self.texts_),
-                "gate_attention_entropy": round(float(np.mean(-(w * np.log(w)).sum(1))), 4),
-                "gate_k": int(indices.shape[1])}
+        stats = {"gate_top1_distinct": int(len(np.unique(indices[:, 0]))), "gate_pool_size": len(self.texts_),
+                 "gate_attention_entropy": round(float(np.mean(-(w * np.log(w)).sum(1))), 4),
+                 "gate_k": int(indices.shape[1])}
+        if y is not None:
+            stats["gate_top1_true_class"] = round(100.0 * self._true_class_rate(indices, y), 4)
+        return stats
 
     def top1_true_class_rate(self, x, y) -> float:
         """How often the gate's top-1 selected text belongs to the image's true class (a fraction)."""
-        indices, _ = self.explain(x)
+        return self._true_class_rate(self.explain(x)[0], y)
+
+    def _true_class_rate(self, indices: np.ndarray, y) -> float:
         return float(np.mean(self.text_labels_[indices[:, 0]] == np.asarray(y)))
 
 
@@ -218,7 +224,7 @@ class Gate(_GateBase):
             return float((logits.argmax(1) == val_labels).float().mean()), -float(F.cross_entropy(logits, val_labels))
 
         train(head, loss_fn, lambda epoch: [None], evaluate,
-              TrainConfig(lr=1e-3, epochs=epochs, step_epochs=10 ** 9, eval_every=10))
+              TrainConfig(lr=1e-3, epochs=epochs, step_epochs=10 ** 9, eval_every=10, eval_short_epochs=False))
         return head.weight.detach()
 
     def _logits(self, x):
@@ -385,7 +391,7 @@ class GateJoint(_GateBase):
 
         result = train(model, loss_fn, lambda step: [None], evaluate,
                        TrainConfig(lr=cfg.lr, epochs=cfg.steps, step_epochs=max(1, cfg.steps // 4), gamma=0.5,
-                                   eval_every=cfg.eval_every, eval_at_start=True))
+                                   eval_every=cfg.eval_every, eval_at_start=True, eval_short_epochs=False))
         model.requires_grad_(False)
         return model, result
 
