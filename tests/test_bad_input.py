@@ -147,7 +147,7 @@ def test_model_with_another_feature_size(env, capsys):
     clf = create_method("logreg").fit(x, y, text=text)  # 16-d, but saved as if fitted on tiny-clip features
     save_model(tmp_path / "other", SavedModel(clf, "logreg", "tiny-clip", meta["backbone_identity"],
                                               meta["classnames"], meta["templates"]))
-    assert "but the classifier was fitted on 16" in run_error(capsys, "predict", str(tmp_path / "other"), image,
+    assert "is expecting 16 features" in run_error(capsys, "predict", str(tmp_path / "other"), image,
                                                                *common)
 
 

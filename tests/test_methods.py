@@ -36,7 +36,7 @@ def test_deterministic(method):
 
 
 @pytest.mark.parametrize("bad, message", [
-    (np.zeros(5), "must be a 2-D array"),
+    (np.zeros(5), "Expected 2D array, got 1D array"),
     (np.full((32, 16), np.nan), "NaN or infinite"),
 ])
 def test_bad_features(method, bad, message):
@@ -48,7 +48,7 @@ def test_bad_features(method, bad, message):
 def test_wrong_feature_size_at_predict(method):
     x, y, text = blobs()
     clf = create_method(method).fit(x, y, text=text)
-    with pytest.raises(UserError, match="has 3 features but the classifier was fitted on 16"):
+    with pytest.raises(UserError, match=r"X has 3 features, but \w+ is expecting 16 features"):
         clf.predict(np.zeros((2, 3)))
 
 

@@ -110,7 +110,7 @@ def test_estimator_misuse_is_a_value_error():
 
     with pytest.raises(ValueError, match="not fitted yet"):
         create_method("gda").predict(np.zeros((2, 3)))
-    with pytest.raises(ValueError, match="must be a 2-D array"):
+    with pytest.raises(ValueError, match="Expected 2D array"):
         create_method("lpp").fit(np.zeros(3), np.zeros(3, dtype=int))
     with pytest.raises(ValueError, match="takes a LogRegConfig"):
         create_method("logreg", config=NearestMeanConfig()).fit(np.eye(2), np.arange(2))

@@ -17,32 +17,66 @@ import inspect
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError
 
 from ..errors import UserError
 from ..features import TextFeatures, unit_rows  # noqa: F401  (unit_rows: re-exported for the methods)
 from ..registry import Registry
 
 
-def check_features(x, what: str = "X", dim: int | None = None) -> np.ndarray:
-    x = np.asarray(x)
-    if x.ndim != 2:
-        raise UserError(f"{what} must be a 2-D array (n_samples, n_features), got shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.number):
-        raise UserError(f"{what} must be numeric, got dtype {x.dtype}")
+class BadArrayType(UserError, TypeError):
+    """An array of the wrong kind (sparse, objects that are not numbers): a TypeError, as numpy says it."""
+
+
+class NotFitted(UserError, NotFittedError):
+    """predict / score / save before fit: a UserError for the CLI, a NotFittedError for scikit-learn."""
+
+
+def check_features(x, what: str = "X", dim: int | None = None, owner: str = "the classifier") -> np.ndarray:
+    """A 2-D finite float32 array, checked by scikit-learn's check_array (its messages, on one line)."""
+    from sklearn.utils import check_array
+
+    try:
+        x = check_array(x, dtype=np.float32, ensure_all_finite=True, input_name=what,
+                        ensure_min_features=1 if dim is None else 0)
+    except (ValueError, TypeError) as err:
+        message = " ".join(str(err).split())
+        if "NaN" in message or "infinity" in message:
+            message += " (NaN or infinite values: check the features or re-extract them)"
+        raise (BadArrayType if isinstance(err, TypeError) else UserError)(message) from None
     if dim is not None and x.shape[1] != dim:
-        raise UserError(f"{what} has {x.shape[1]} features but the classifier was fitted on {dim}")
-    if not np.all(np.isfinite(x)):
-        raise UserError(f"{what} contains NaN or infinite values; check the features or re-extract them")
-    return x.astype(np.float32, copy=False)
+        raise UserError(f"{what} has {x.shape[1]} features, but {owner} is expecting {dim} features as input "
+                        "(features of another backbone?)")
+    return x
 
 
 def check_labels(y, n: int, what: str = "y") -> np.ndarray:
+    if y is None:
+        raise UserError("fit requires y to be passed, but the target y is None; give the training labels")
     y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:  # a column vector, as scikit-learn takes it (with a warning)
+        import warnings
+
+        from sklearn.exceptions import DataConversionWarning
+
+        warnings.warn(f"A column-vector {what} was passed when a 1d array was expected; pass shape (n_samples,)",
+                      DataConversionWarning, stacklevel=3)
+        y = y.ravel()
     if y.ndim != 1 or len(y) != n:
-        raise UserError(f"{what} must be a 1-D array of {n} class indices, got shape {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
-        raise UserError(f"{what} must hold non-negative integer class indices, got dtype {y.dtype}")
-    return y.astype(np.int64, copy=False)
+        raise UserError(f"{what} must be a 1-D array of {n} class labels, got shape {y.shape}")
+    return y
+
+
+def class_indices(y: np.ndarray, classes: np.ndarray, what: str = "y") -> np.ndarray:
+    """Labels as indices into `classes`; a label outside them is a UserError."""
+    at = np.searchsorted(classes, y)
+    at_clipped = np.minimum(at, len(classes) - 1)
+    if len(y) and not np.all(classes[at_clipped] == y):
+        unknown = np.asarray(y)[classes[at_clipped] != y][0]
+        raise UserError(f"{what} holds the label {unknown!r}, which is not a class of the training labels "
+                        f"({', '.join(map(str, classes[:10]))}{', ...' if len(classes) > 10 else ''})")
+    return at_clipped.astype(np.int64)
 
 
 def tensor(a, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -110,7 +144,7 @@ def _state_to_cpu(estimator) -> None:
                 _state_to_cpu(inner)
 
 
-class FewShotClassifier:
+class FewShotClassifier(ClassifierMixin, BaseEstimator):
     uses_text = False  # True when fit needs the class text features
     config_class = None  # the method's config dataclass
 
@@ -149,23 +183,12 @@ class FewShotClassifier:
             raise UserError(f"random_state must be an integer in [0, 2**63), got {seed!r}")
         return int(seed)
 
-    def get_params(self, deep: bool = True) -> dict:
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return {n: getattr(self, n) for n in names}
-
-    def set_params(self, **params) -> FewShotClassifier:
-        valid = self.get_params()
-        for name, value in params.items():
-            if name not in valid:
-                raise UserError(f"{type(self).__name__} has no parameter {name!r}; it takes {', '.join(valid)}")
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
-
     def _check_fit(self, x, y, text: TextFeatures | None, val):
+        """(x, y as class indices, val with its labels as indices), with classes_, n_classes_ and
+        n_features_in_ set. With text=, the classes are the text's (labels are indices into its class
+        names); without, the sorted distinct training labels, of any type (scikit-learn's convention)."""
+        from sklearn.utils.multiclass import check_classification_targets
+
         x = check_features(x)
         y = check_labels(y, len(x))
         if self.uses_text and text is None:
@@ -174,17 +197,24 @@ class FewShotClassifier:
             raise UserError(f"text= must be a TextFeatures, got {type(text).__name__}")
         if len(y) == 0:
             raise UserError("fit needs at least one training sample")
-        n_classes = text.n_classes if text is not None else int(y.max()) + 1
-        if len(y) and y.max() >= n_classes:
-            raise UserError(f"label {int(y.max())} is out of range for {n_classes} classes")
-        if val is not None:
-            xv = check_features(val[0], "validation X", x.shape[1])
-            val = (xv, check_labels(val[1], len(xv), "validation y"))
+        check_classification_targets(y)  # "Unknown label type" for continuous targets, as scikit-learn says
+        if text is not None:
+            if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+                raise UserError(f"with text=, y must hold class indices into the text's classes (non-negative "
+                                f"integers), got dtype {y.dtype}")
+            classes = np.arange(text.n_classes)
+        else:
+            classes = np.unique(y)
+        y = class_indices(y, classes)
         if text is not None and text.x.shape[1] != x.shape[1]:
             raise UserError(f"text features have {text.x.shape[1]} dimensions but images have {x.shape[1]}; "
                             "both must come from one backbone")
+        if val is not None:
+            xv = check_features(val[0], "validation X", x.shape[1])
+            val = (xv, class_indices(check_labels(val[1], len(xv), "validation y"), classes, "validation y"))
+        self.classes_ = classes
         self.n_features_in_ = x.shape[1]
-        self.n_classes_ = n_classes
+        self.n_classes_ = len(classes)
         return x, y, val
 
     def _val_or_train(self, x, y, val):
@@ -199,19 +229,15 @@ class FewShotClassifier:
 
     def predict_proba(self, x) -> np.ndarray:
         if not hasattr(self, "n_features_in_"):
-            raise UserError(f"{type(self).__name__} is not fitted yet; call fit first")
-        logits = self._logits(check_features(x, dim=self.n_features_in_)).astype(np.float64)
+            raise NotFitted(f"{type(self).__name__} is not fitted yet; call fit first")
+        logits = self._logits(check_features(x, dim=self.n_features_in_, owner=type(self).__name__)).astype(np.float64)
         logits -= logits.max(axis=1, keepdims=True)
         p = np.exp(logits)
         return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
 
     def predict(self, x) -> np.ndarray:
-        return self.predict_proba(x).argmax(axis=1)
-
-    def score(self, x, y) -> float:
-        """Accuracy as a fraction in [0, 1]."""
-        y = check_labels(y, len(np.asarray(x)))
-        return float(np.mean(self.predict(x) == y)) if len(y) else float("nan")
+        best = self.predict_proba(x).argmax(axis=1)  # first: it says "not fitted" before classes_ is missed
+        return self.classes_[best]
 
     zero_shot_attr: str | None = None  # the fitted attribute holding the zero-shot class weights, if any
 
@@ -236,7 +262,7 @@ class FewShotClassifier:
     def fitted_state(self) -> tuple[dict[str, np.ndarray], dict]:
         """The learned attributes (names ending in `_`): arrays by name, the rest as JSON-able values."""
         if not hasattr(self, "n_features_in_"):
-            raise UserError(f"{type(self).__name__} is not fitted yet; call fit first")
+            raise NotFitted(f"{type(self).__name__} is not fitted yet; call fit first")
         arrays, values, kinds = {}, {}, {}
         for name, value in vars(self).items():
             if not name.endswith("_") or name.startswith("_"):
@@ -247,9 +273,11 @@ class FewShotClassifier:
             elif isinstance(value, torch.Tensor):
                 kinds[name] = "tensor"
                 arrays[name] = value.detach().cpu().numpy()
-            elif isinstance(value, np.ndarray):
+            elif isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
                 kinds[name] = "array"
                 arrays[name] = value
+            elif isinstance(value, np.ndarray):  # class labels that are strings: a JSON list
+                values[name] = value.tolist()
             else:
                 values[name] = value
         return arrays, {"values": values, "arrays": kinds}
@@ -281,6 +309,11 @@ class FewShotClassifier:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"saved {name} of {type(self).__name__} must be a positive integer, got {value!r}; "
                                 "the model file is damaged")
+        # models saved before classes_ existed predicted class indices
+        self.classes_ = np.asarray(getattr(self, "classes_", np.arange(self.n_classes_)))
+        if self.classes_.shape != (self.n_classes_,):
+            raise UserError(f"saved classes_ of {type(self).__name__} does not list {self.n_classes_} classes; "
+                            "the model file is damaged")
         return self
 
 

@@ -163,6 +163,13 @@ class _GateBase(FewShotClassifier):
 class Gate(_GateBase):
     config_class = GateConfig  # None means the paper's defaults; random_state seeds init and batch order
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # the paper's gate replaces an image by its reconstruction from k texts: on scikit-learn's 2-D blobs
+        # it does not reach the 0.83 training accuracy the checks ask (on the demo it is below zero-shot)
+        tags.classifier_tags.poor_score = True
+        return tags
+
     def fit(self, x, y, *, text=None, val=None):
         x, y, val = self._check_fit(x, y, text, val)
         cfg = self._config()
