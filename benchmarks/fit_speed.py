@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     if args.skip_grid:
         return 0
     feats = (imported(args.features) if args.features
-             else load_features(settings, args.dataset, args.backbone)[2])
+             else load_features(args.dataset, args.backbone, settings)[2])
     if args.export_features:
         export(feats, args.export_features, args.dataset, args.backbone)
         return 0

@@ -196,7 +196,7 @@ def test_output_folder_below_a_file(env, capsys):
     (["train", "--out", "m", "--method", "magic"], "unknown method 'magic'"),
     (["predict", "/nonexistent/model", "x.jpg"], "model /nonexistent/model does not exist"),
     (["predict", "m", "x.jpg", "--top", "0"], "expected a positive integer, got 0"),
-    (["split", "show", "fashion-mnist", "--shots", "1", "--seed", "1"], "embedded in memory and has no image files"),
+    (["split", "show", "fashion-mnist", "--split", "test", "--shots", "1"], "the test split has no few-shot draw"),
 ])
 def test_more_bad_flags(capsys, argv, message):
     assert message in run_error(capsys, *argv)
@@ -238,3 +238,20 @@ def test_skipped_images_and_published_splits(tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()  # the skip warnings, then the error
     assert err[-1].startswith("crossgate: error: 1 published few-shot training image(s) were skipped as "
                               f"unreadable: {used}") and "Traceback" not in "".join(err)
+
+
+def test_an_unreachable_hub_is_one_line_and_fast(capsys, monkeypatch, tmp_path):
+    """Offline (HF_HUB_OFFLINE, or huggingface.co unreachable), hub weights that are not cached fail at once,
+    in one line naming the ways out, instead of a minute of retry warnings."""
+    import time
+
+    from crossgate.encoders import openclip
+
+    monkeypatch.setattr(openclip, "_hub_reachable", lambda timeout=3.0: False)
+    start = time.perf_counter()
+    folder = make_folder(tmp_path / "imgs")
+    code = main(["extract", "--dataset", f"imagefolder:{folder}", "--backbone", "openclip:RN50/openai",
+                 "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert code == 2 and time.perf_counter() - start < 60
+    assert err.count("\n") == 1 and "unreachable" in err and "--backbone lite" in err

@@ -126,16 +126,51 @@ def test_gate_flags_reach_the_config(capsys, tmp_path):
 
 def test_explain_prints_selected_texts(capsys, tmp_path):
     code, out, _ = run(capsys, "explain", "--backbone", "tiny-clip", "--method", "gate", "--shots", "2",
-                       "--gate-epochs", "2", "--gate-k", "3", "--images", "1,2000", "--no-progress",
+                       "--gate-epochs", "2", "--gate-k", "3", "--images", "0,1999", "--no-progress",
                        "--cache-dir", str(tmp_path))
     assert code == 0, out
-    assert "test image 1: true 't-shirt'" in out and "test image 2000: true 'ankle boot'" in out
+    # 0-based positions, as `split show --split test` lists them; the embedded data has no files to name
+    assert "test[0] embedded in memory, no file: true 't-shirt'" in out
+    assert "test[1999] embedded in memory, no file: true 'ankle boot'" in out
     selections = [line for line in out.splitlines() if line.startswith("  ") and "] a " in line]
     assert len(selections) == 2 * 3  # k = 3 texts for each of the two images
     assert "Top-1 selection is of the true class for" in out
-    err = run_error(capsys, "explain", "--backbone", "tiny-clip", "--images", "2001", "--gate-epochs", "1",
-                    "--no-progress", "--cache-dir", str(tmp_path))
-    assert "image 2001 is out of range: the test split has 2000 images" in err
+    err = run_error(capsys, "explain", "--backbone", "tiny-clip", "--images", "2000", "--method", "gate",
+                    "--gate-epochs", "1", "--no-progress", "--cache-dir", str(tmp_path))
+    assert "position 2000 is out of range: the test split has 2000 images (positions 0 to 1999)" in err
+
+
+def test_split_show_lists_every_split_and_the_embedded_default_by_position(capsys):
+    code, out, err = run(capsys, "split", "show", "fashion-mnist", "--split", "test")
+    assert code == 0 and out.split() == [str(i) for i in range(2000)] and "0-based positions" in err
+    code, out, _ = run(capsys, "split", "show", "fashion-mnist", "--split", "val", "--shots", "2", "--seed", "1")
+    assert code == 0 and len(out.split()) == 20
+    assert "give --shots K and --seed S" in run_error(capsys, "split", "show", "fashion-mnist")
+
+
+def test_flags_before_a_nested_command_are_kept(capsys, tmp_path):
+    assert "missing" in run_error(capsys, "split", "--data-root", str(tmp_path), "--offline", "show", "oxford_pets",
+                                  "--shots", "1", "--seed", "1")
+    assert str(tmp_path) in run_error(capsys, "split", "--data-root", str(tmp_path), "--offline", "show",
+                                      "oxford_pets", "--shots", "1", "--seed", "1")
+    with pytest.raises(Exception):  # noqa: B017  (--debug given before `show` still shows the traceback)
+        run(capsys, "split", "--debug", "show", "fashion-mnist")
+
+
+def test_a_flag_of_a_method_not_run_is_refused(capsys):
+    err = run_error(capsys, "train", "--method", "gate-joint", "--gate-d-proj", "512", "--out", "m")
+    assert "--gate-d-proj configures gate" in err and "--gate-joint-*" in err
+
+
+def test_predict_classifies_a_file_named_twice_once(tmp_path):
+    from crossgate.cli import _image_files
+
+    folder = tmp_path / "new"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        (folder / name).write_bytes(b"x")
+    files = _image_files([folder / "a.png", folder, folder / "a.png"])
+    assert [f.name for f in files] == ["a.png", "b.png"]
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")

@@ -254,8 +254,9 @@ def test_14_a_cache_manifest_of_the_wrong_shape_or_a_lock_folder_is_a_miss(tmp_p
     for manifest in ("null", "[]", '{"sha256": "x", "tensors": {"x": {}}}'):
         stem.with_name(stem.name + ".json").write_text(manifest)
         assert (cache.image_features(tiny, dataset, "test").x == first).all()
-    lock = stem.with_name(stem.name + ".lock")
-    lock.unlink(missing_ok=True)
+    lock = cache.root / "locks" / f"{stem.parent.name}-{stem.name}.lock"  # all locks in one folder
+    assert lock.is_file() and not list(stem.parent.glob("*.lock"))
+    lock.unlink()
     lock.mkdir()
     stem.with_name(stem.name + ".json").write_text("null")
     assert (cache.image_features(tiny, dataset, "test").x == first).all()

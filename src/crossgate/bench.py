@@ -132,6 +132,40 @@ def _worker_run(job: tuple) -> list[list[dict]]:
 OUR_FILES = ("results.jsonl", "summary.md", "summary.csv", LOCK_NAME := "results.jsonl.lock")
 
 
+def _variants(config: BenchConfig) -> list[tuple]:
+    return [(None, None)] + [(c.name, c.severity) for c in config.corruptions]
+
+
+def pending_runs(config: BenchConfig, existing: list[dict] | None = None) -> list[tuple]:
+    """The (method, shots, seed) runs of the grid that results.jsonl in config.out does not hold yet (a run
+    counts as done when its clean row and every corruption row are there)."""
+    if existing is None:
+        existing = read_rows(Path(config.out).expanduser() / "results.jsonl")
+    done = {run_key(r) for r in existing}
+    variants = _variants(config)
+    return [(m, k, s) for k in config.shots for s in config.seeds for m in config.resolved_methods()
+            if not {(config.dataset, config.backbone, m, k, s, n, v) for n, v in variants} <= done]
+
+
+# rough seconds per fit on one core of a laptop CPU (README, Speed: 1 to 16 shots on lite's 1280-d features),
+# for the estimate bench prints before it starts; Lin et al.'s searches scale with their updates
+FIT_SECONDS = {"gate-joint": 2.5, "gate": 1.2, "taskres": 0.5, "tipf": 0.3, "clap": 0.4, "lpp": 0.3}
+PROBE_SECONDS_PER_UPDATE = 9.0 / 12_800
+
+
+def fit_seconds_estimate(config: BenchConfig, runs: list[tuple]) -> float:
+    """About how long `runs` take to fit, spread over the worker processes."""
+    total = 0.0
+    for method, _, _ in runs:
+        search = config.configs.get(method)
+        if method in ("linear", "crossmodal"):
+            total += PROBE_SECONDS_PER_UPDATE * (getattr(search, "iterations", None) or 12_800)
+        else:
+            total += FIT_SECONDS.get(method, 0.1)
+    draws = len({(k, s) for _, k, s in runs}) or 1
+    return total / max(1, min(config.jobs, draws, os.cpu_count() or 1))
+
+
 def run_bench(config: BenchConfig, features: DatasetFeatures, backbone_identity: str,
               on_run: Callable[[dict | None, tuple], None] | None = None,
               dataset_identity: str | None = None) -> list[dict]:
@@ -202,12 +236,12 @@ def _run_locked(config, features, backbone_identity, dataset_identity, methods, 
     done = {run_key(r) for r in existing}
     commit = git_commit()
     grid = [(m, k, s) for k in config.shots for s in config.seeds for m in methods]
-    variants = [(None, None)] + [(c.name, c.severity) for c in config.corruptions]
+    variants = _variants(config)
 
     def keys(m, k, s):  # the rows one fit produces: clean, then one per corruption
         return [(config.dataset, config.backbone, m, k, s, name, sev) for name, sev in variants]
 
-    todo = [(m, k, s) for m, k, s in grid if not set(keys(m, k, s)) <= done]
+    todo = pending_runs(config, existing)
     if on_run:
         for m, k, s in grid:
             if (m, k, s) not in todo:

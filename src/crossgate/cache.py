@@ -72,9 +72,11 @@ def _versions() -> dict:
 
 
 class FeatureCache:
-    def __init__(self, root: Path, batch_size: int = 64, workers: int = 0, progress: bool = True,
+    def __init__(self, root: Path | None = None, batch_size: int = 64, workers: int = 0, progress: bool = True,
                  on_bad_image: str = "fail", chunk_images: int = 2048):
-        self.root = Path(root).expanduser()
+        from .settings import default_cache_dir
+
+        self.root = Path(root if root is not None else default_cache_dir()).expanduser()  # None: as the CLI
         self.chunk_images = chunk_images  # images per resumable chunk: the most work a crash can lose
         self._merged: set[Path] = set()  # entries this object just wrote (their skips were reported then)
         self.batch_size, self.workers, self.progress = batch_size, workers, progress
@@ -112,7 +114,7 @@ class FeatureCache:
         ensure_writable_dir(self.root, "cache directory", "--cache-dir or CROSSGATE_CACHE")
         items = dataset.split(split)
         chunks = Chunks.of(stem, len(items), self.batch_size, self.chunk_images)
-        desc = f"{dataset.name} {split}" + (" (flipped)" if view == "flip" else "")
+        desc = f"{dataset.name} {split}" + view_label(view)
         meta = {"kind": "image", "key": self._image_key(encoder, dataset, split, view), "versions": _versions()}
         if world > 1:  # ranks share the chunks; no lock (rank 0 alone downloads and writes the entry)
             if rank == 0:
@@ -128,7 +130,7 @@ class FeatureCache:
                 merge_chunks(chunks, items.labels, encoder.image_dim, meta, self.on_bad_image, desc)
             barrier()
             return stem
-        with entry_lock(stem):
+        with entry_lock(stem, self.root / "locks"):
             if load_arrays(stem) is None:  # another process may have finished it while we waited
                 dataset.ensure_images()
                 encode_chunks(encoder, items, chunks, chunks.starts(), self.batch_size, self.workers,
@@ -183,6 +185,22 @@ class FeatureCache:
                  else self.text_features(encoder, dataset, c, seed) for c in corruptions}, positions)
 
 
+    def images_to_encode(self, encoder: Encoder, dataset: Dataset, flip: bool = False, corruptions=(),
+                         seed: int = 0, per_class: int | None = None) -> tuple[int, int]:
+        """(images whose features are not cached yet, images in all) of what features() and
+        corrupted_features() with these arguments read: what a run will encode before it fits."""
+        subset = TestSubset.first_per_class(dataset, per_class)[0] if per_class is not None else dataset
+        entries = [(dataset, split, "center") for split in SPLITS] + ([(dataset, "train", "flip")] if flip else [])
+        entries += [(subset, "test", c.view(seed)) for c in corruptions if c.kind == "image"]
+        todo = total = 0
+        for ds, split, view in entries:
+            n = len(ds.split(split))
+            total += n
+            stem = self._image_stem(encoder, ds, split, view)
+            if not stem.with_name(stem.name + ".json").is_file():  # its manifest is written last
+                todo += n
+        return todo, total
+
     @staticmethod
     def _every_split(fn, flip: bool) -> dict:
         """fn(split, view) for every split (and the flipped training view), all run before failing, so that
@@ -211,6 +229,16 @@ class FeatureCache:
                                text=self.text_features(encoder, dataset),
                                classnames=list(dataset.classnames), index_dir=dataset.index_dir,
                                train_paths=dataset.split("train").paths, val_paths=dataset.split("val").paths)
+
+
+def view_label(view: str) -> str:
+    """How a progress bar names a view: '' (center), ' (flipped)', ' (gaussian_noise, severity 3)'."""
+    if view == "flip":
+        return " (flipped)"
+    if view.startswith("corrupt:"):
+        _, name, severity, _ = view.split(":")
+        return f" ({name}, severity {severity})"
+    return ""
 
 
 class TestSubset(Dataset):

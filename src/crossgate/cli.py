@@ -134,21 +134,29 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
                                help=f"{f.metadata.get('help', '')} (default: {default_text(f)})")
 
 
-def method_configs_from(args) -> dict:
-    """method name -> its config: the defaults, with the flags given on the command line."""
+def method_configs_from(args, methods=None) -> dict:
+    """method name -> its config: the defaults, with the flags given on the command line. A flag given for
+    a method that is not run (`--gate-d-proj` with `--method gate-joint`) is refused, not ignored."""
     from .config import config_fields
 
     configs = {}
-    for prefix, (cls, methods) in method_flag_groups().items():
+    for prefix, (cls, owners) in method_flag_groups().items():
         given = {f.name: getattr(args, f"config:{prefix}:{f.name}", None) for f in config_fields(cls)}
-        config = cls(**{k: v for k, v in given.items() if v is not None})
-        configs.update({m: config for m in methods})
+        given = {k: v for k, v in given.items() if v is not None}
+        if given and methods is not None and not set(owners) & set(methods):
+            flag = f"--{prefix}-{next(iter(given)).replace('_', '-')}"
+            others = {m: flag_prefix for flag_prefix, (_, ms) in method_flag_groups().items() for m in ms}
+            hint = "; ".join(f"--{others[m]}-* for {m}" for m in methods if m in others)
+            raise UserError(f"{flag} configures {', '.join(owners)}, which this run does not fit"
+                            + (f" (its flags: {hint})" if hint else "") + "; drop it or run that method")
+        config = cls(**given)  # one object for the methods sharing a config (linear, crossmodal)
+        configs.update({m: config for m in owners})
     return configs
 
 
-def add_template_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--flip", action="store_true",
-                   help="also train on horizontally mirrored copies of the training images (Lin et al.'s flip view)")
+def add_template_flag(p: argparse.ArgumentParser, flip_help: str = "also train on horizontally mirrored copies "
+                      "of the training images (Lin et al.'s flip view)") -> None:
+    p.add_argument("--flip", action="store_true", help=flip_help)
     p.add_argument("--template", action="append", dest="templates", metavar="TEXT", type=template_text,
                    help="imagefolder datasets: a prompt template with one {} for the class name; repeat for "
                         "several (default: a set of 7 photo templates)")
@@ -164,29 +172,79 @@ def template_text(text: str) -> str:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _common() -> argparse.ArgumentParser:
+# which of the shared flags each command reads (a flag that does nothing is not offered)
+DATA_FLAGS = ("cache-dir", "data-root", "device", "batch-size", "workers", "decode", "no-progress", "offline",
+              "on-bad-image")
+COMMAND_FLAGS = {"extract": DATA_FLAGS, "bench": DATA_FLAGS, "demo": DATA_FLAGS, "train": DATA_FLAGS,
+                 "explain": DATA_FLAGS, "predict": tuple(f for f in DATA_FLAGS if f != "data-root"),
+                 "split": ("cache-dir", "data-root", "offline"), "show": ("cache-dir", "data-root", "offline")}
+
+
+def _common(flags=(), suppress: bool = False) -> argparse.ArgumentParser:
+    """The shared flags `flags` (and --debug) as a parent parser. `suppress`: no defaults, for a nested
+    subcommand, whose defaults would otherwise overwrite what its parent command parsed."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--cache-dir", type=Path, default=None,
-                        help="feature cache (default: $CROSSGATE_CACHE or ~/.cache/crossgate)")
-    common.add_argument("--data-root", type=Path, default=None,
-                        help="datasets on disk (default: $CROSSGATE_DATA or CACHE_DIR/data)")
-    common.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="where encoders run (default: auto)")
-    common.add_argument("--batch-size", type=positive_int, default=64, help="images per encoder batch")
-    common.add_argument("--workers", type=non_negative_int, default=None,
-                        help="processes reading and decoding images (default: 8 on a GPU; on a CPU 0, i.e. in "
-                             "the main process, up to 4 cores, else a quarter of the cores, at most 4)")
-    common.add_argument("--decode", choices=("auto", "pil", "torch"), default="auto",
-                        help="how images become pixels: pil (decode and resize on the CPU), torch (JPEGs decoded "
-                             "and resized on the encoder's device; nvjpeg on a GPU); default auto: torch on a "
-                             "GPU, pil on a CPU")
-    common.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    common.add_argument("--offline", action="store_true",
-                        help="never download datasets or weights (also CROSSGATE_OFFLINE=1); name missing files")
-    common.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail",
-                        help="unreadable images: fail listing every one (default), or skip them and say how many")
-    common.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+    def add(name, **kwargs):
+        if name in flags or name == "debug":
+            if suppress:
+                kwargs["default"] = argparse.SUPPRESS
+            common.add_argument(f"--{name}", **kwargs)
+
+    add("cache-dir", type=Path, default=None, help="feature cache (default: $CROSSGATE_CACHE or ~/.cache/crossgate)")
+    add("data-root", type=Path, default=None, help="datasets on disk (default: $CROSSGATE_DATA or CACHE_DIR/data)")
+    add("device", choices=("auto", "cpu", "cuda"), default="auto",
+        help="where encoders run and methods fit (default: auto, a CUDA GPU when there is one)")
+    add("batch-size", type=positive_int, default=64, help="images per encoder batch (default: 64)")
+    add("workers", type=non_negative_int, default=None,
+        help="processes reading and decoding images (default: 8 on a GPU; on a CPU 0, i.e. in the main "
+             "process, up to 4 cores, else a quarter of the cores, at most 4)")
+    add("decode", choices=("auto", "pil", "torch"), default="auto",
+        help="how images become pixels: pil (decode and resize on the CPU), torch (JPEGs decoded and resized "
+             "on the encoder's device; nvjpeg on a GPU); default auto: torch on a GPU, pil on a CPU")
+    add("no-progress", action="store_true", help="hide progress bars")
+    add("offline", action="store_true",
+        help="never download datasets or weights (also CROSSGATE_OFFLINE=1); name the missing files instead")
+    add("on-bad-image", choices=("fail", "skip"), default="fail",
+        help="unreadable images: fail listing every one (default), or skip them and say how many")
+    add("debug", action="store_true", help="show the traceback of an error")
     return common
+
+
+def command_summary(parser: argparse.ArgumentParser | None = None) -> str:
+    """The README's command list, from the parser: each command's arguments (the shared and the per-method
+    flags named, not listed) and its one-line help."""
+    parser = parser or build_parser()
+    shared = {f"--{f}" for f in DATA_FLAGS} | {"--debug", "-h", "--help"}
+    lines = []
+    for name, p in _subcommands(parser).items():
+        words = [f"crossgate {name}"]
+        nested = _subcommands(p)
+        targets = [(f"{name} {n}", q) for n, q in nested.items()] if nested else [(name, p)]
+        for label, q in targets:
+            words = [f"crossgate {label}"]
+            for action in q._actions:
+                if action.dest.startswith("config:") or set(action.option_strings) & shared or \
+                        isinstance(action, argparse._SubParsersAction):
+                    continue
+                name_of_value = action.metavar or ("|".join(action.choices) if action.choices else action.dest.upper())
+                if not action.option_strings:
+                    words.append(name_of_value + ("..." if action.nargs == "+" else ""))
+                    continue
+                flag = action.option_strings[0]
+                value = "" if action.nargs == 0 else f" {name_of_value}"
+                words.append(f"{flag}{value}" if action.required else f"[{flag}{value}]")
+            if any(a.dest.startswith("config:") for a in q._actions):
+                words.append("[--<method>-<field> ...]")
+            lines.append(f"{' '.join(words)}\n    {_HELP[name]}")
+    return "\n".join(lines)
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
 
 
 # What makes `crossgate demo` take minutes on two cores (README, "What the demo runs"): Lin et al.'s grid
@@ -196,44 +254,103 @@ DEMO_PROBE = {"iterations": 640, "eval_every": 5}
 DEMO_CORRUPT_PER_CLASS = 50
 
 
+_HELP = {
+    "backbones": "list the image/text backbones",
+    "datasets": "list the datasets",
+    "methods": "list the few-shot methods",
+    "extract": "fill the feature cache, fit nothing",
+    "bench": "few-shot benchmark: methods x shots x seeds, resumable, with reports",
+    "demo": "the default benchmark, sized for minutes on a laptop",
+    "train": "fit one method and save it as a model folder",
+    "predict": "classify image files with a saved model",
+    "explain": "which texts the gate selected, per image",
+    "split": "the images of a split or of a few-shot draw, one per line",
+    "report": "rebuild summary.md / summary.csv / plots from DIR/results.jsonl",
+}
+
+_DESCRIPTION = {
+    "backbones": "List the registered backbones (image and text towers). Any open_clip model is also a "
+                 "backbone as openclip:<arch>/<pretrained>; --all lists every architecture/pretrained tag.",
+    "datasets": "List the registered datasets. Your own images are a dataset too: imagefolder:PATH, one "
+                "sub-folder per class.",
+    "methods": "List the few-shot methods with the paper each one comes from. Every method takes "
+               "--<method>-<field> flags in bench, demo, train and explain (see `crossgate bench --help`).",
+    "extract": "Encode every split of a dataset with a backbone into the feature cache (resumable, in "
+               "chunks) and encode its class prompts; fit nothing. Under torchrun, the ranks share the work.",
+    "bench": "Fit every method on every (shots, seed) few-shot draw of a dataset's cached features, choosing "
+             "hyperparameters on the few-shot validation split only, and write results.jsonl (one line per "
+             "run), summary.md, summary.csv and a plot into --out. Runs already in --out are skipped.",
+    "demo": "The default benchmark, sized for minutes on two CPU cores: the lite backbone on the embedded "
+            "Fashion-MNIST subset, every method, shots 1-16, seeds 1-3, and every corruption at severity 3 "
+            "on 50 test images per class. Lin et al.'s probe search runs with 640 updates per setting "
+            "(bench: 12,800); everything else as in bench. It says what it will do before it starts.",
+    "train": "Fit one method on one few-shot draw (or on every training image, --shots all), print its "
+             "train / val / test accuracy and save it as a model folder (safetensors + JSON) for predict.",
+    "predict": "Classify image files (or the images in folders) with a model folder written by train: the "
+               "top classes with probabilities, and for gate methods the texts the gate selected.",
+    "explain": "Fit a gate method on a few-shot draw and print, for some images of a split, the texts the "
+               "gate selected with their weights, the true and the predicted class, and each image's file.",
+    "split": "Show the images of a dataset split, or of the few-shot draw bench makes from it: file paths "
+             "relative to the images folder (indices for a dataset embedded in memory), one per line.",
+    "report": "Rebuild summary.md, summary.csv and the plots of a results folder from its results.jsonl "
+              "alone, and print the tables.",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .bench import DEFAULT_SEEDS, DEFAULT_SHOTS
     from .corruptions import ALL as CORRUPTIONS
+    from .methods import METHODS
 
-    common = _common()
     parser = _Parser(prog="crossgate", description="Few-shot image classification on frozen vision-language "
                      "encoders, with dynamic gating fusion.",
-                     epilog="Run `crossgate demo` for the default few-shot benchmark.")
+                     epilog="Run `crossgate demo` for the default few-shot benchmark; `crossgate COMMAND --help` "
+                            "for a command's flags.")
     parser.add_argument("--version", action="version", version=f"crossgate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    p = sub.add_parser("backbones", parents=[common], help="list the image/text backbones")
-    p.add_argument("--all", action="store_true", help="also list every open_clip architecture/pretrained tag")
-    sub.add_parser("datasets", parents=[common], help="list the datasets")
-    sub.add_parser("methods", parents=[common], help="list the few-shot methods")
+    def command(name, **kwargs):
+        return sub.add_parser(name, parents=[_common(COMMAND_FLAGS.get(name, ()))], help=_HELP[name],
+                              description=_DESCRIPTION[name], **kwargs)
 
-    p = sub.add_parser("extract", parents=[common], help="fill the feature cache without fitting anything")
-    p.add_argument("--dataset", default="fashion-mnist")
-    p.add_argument("--backbone", default="lite")
-    add_template_flag(p)
+    def dataset_flags(p):
+        p.add_argument("--dataset", default="fashion-mnist",
+                       help="a name of `crossgate datasets`, or imagefolder:PATH (default: fashion-mnist)")
+        p.add_argument("--backbone", default="lite",
+                       help="a name of `crossgate backbones`, or openclip:ARCH/PRETRAINED (default: lite)")
+
+    p = command("backbones")
+    p.add_argument("--all", action="store_true", help="also list every open_clip architecture/pretrained tag")
+    command("datasets")
+    command("methods")
+
+    p = command("extract")
+    dataset_flags(p)
+    add_template_flag(p, flip_help="also extract the horizontally mirrored training images (Lin et al.'s flip "
+                                   "view), cached as their own entry")
+
+    method_names = ", ".join(METHODS.names())
 
     def add_bench_args(p, out_default, corrupt_default="", corrupt_per_class=None):
-        p.add_argument("--dataset", default="fashion-mnist", help="dataset name (default: fashion-mnist)")
-        p.add_argument("--backbone", default="lite", help="backbone name (default: lite)")
-        p.add_argument("--shots", type=int_list, default=DEFAULT_SHOTS, help="e.g. 1,4,16 (default: 1,2,4,8,16)")
-        p.add_argument("--seeds", type=seed_list, default=DEFAULT_SEEDS, help="e.g. 1,2,3 (default: 1,2,3)")
-        p.add_argument("--methods", type=name_list, default=(), help="'all' (default) or m1,m2")
-        p.add_argument("--out", type=Path, default=Path(out_default),
+        dataset_flags(p)
+        p.add_argument("--shots", type=int_list, default=DEFAULT_SHOTS, metavar="LIST",
+                       help="training images per class, e.g. 1,4,16 (default: 1,2,4,8,16)")
+        p.add_argument("--seeds", type=seed_list, default=DEFAULT_SEEDS, metavar="LIST",
+                       help="few-shot draws, e.g. 1,2,3 (default: 1,2,3)")
+        p.add_argument("--methods", type=name_list, default=(), metavar="LIST",
+                       help=f"'all' (default) or a comma-separated list of: {method_names}")
+        p.add_argument("--out", type=Path, default=Path(out_default), metavar="DIR",
                        help=f"output directory (default: {out_default}); finished runs in it are skipped")
-        p.add_argument("--jobs", type=positive_int, default=min(os.cpu_count() or 1, 4),
-                       help="worker processes fitting (shots, seed) draws in parallel (default: cores, at most 4)")
+        p.add_argument("--jobs", type=positive_int, default=min(os.cpu_count() or 1, 4), metavar="N",
+                       help="worker processes fitting (shots, seed) draws in parallel (default: cores, at most 4; "
+                            "the rows are the same for any N)")
         p.add_argument("--corrupt", type=corruption_specs, metavar="SPEC[,SPEC...]",
                        default=corruption_specs(corrupt_default) if corrupt_default else (),
                        help="also score the fitted heads on corrupted test data: NAME[:S or S1-S2] with severity "
                             f"1-5 (default 3), NAME one of {', '.join(CORRUPTIONS)} or all; 'none' for none "
                             f"(default: {corrupt_default or 'none'})")
-        p.add_argument("--corrupt-seed", type=non_negative_int, default=0,
+        p.add_argument("--corrupt-seed", type=non_negative_int, default=0, metavar="N",
                        help="seed of the corruptions (default: 0; the same corrupted data for every run)")
         p.add_argument("--corrupt-per-class", type=positive_int, default=corrupt_per_class, metavar="N",
                        help="corrupt only the first N test images of each class; the robustness rows compare "
@@ -242,13 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_template_flag(p)
         add_method_flags(p)
 
-    add_bench_args(sub.add_parser("bench", parents=[common], help="few-shot benchmark: methods x shots x seeds"),
-                   "crossgate-runs/bench")
-    demo = sub.add_parser("demo", parents=[common],
-                          help="the default benchmark, sized for minutes on a laptop: lite backbone, embedded "
-                               "Fashion-MNIST, every method, shots 1-16, seeds 1-3; Lin et al.'s probe search "
-                               f"with {DEMO_PROBE['iterations']:,} updates per setting (bench: 12,800); every "
-                               f"corruption at severity 3 on {DEMO_CORRUPT_PER_CLASS} test images per class")
+    add_bench_args(command("bench"), "crossgate-runs/bench")
+    demo = command("demo")
     add_bench_args(demo, "crossgate-demo", corrupt_default="all:3", corrupt_per_class=DEMO_CORRUPT_PER_CLASS)
     for action in demo._actions:  # the demo's own defaults for the probe search, said in its --help
         field = action.dest.removeprefix("config:probe:")
@@ -257,72 +369,89 @@ def build_parser() -> argparse.ArgumentParser:
             action.help = re.sub(r"\(default: [^)]*\)$", f"(default in the demo: {DEMO_PROBE[field]}; "
                                  "bench: Lin et al.'s)", action.help)
 
-    p = sub.add_parser("train", parents=[common], help="fit one method on one few-shot draw and save it as a model")
-    p.add_argument("--dataset", default="fashion-mnist", help="dataset name or imagefolder:PATH")
-    p.add_argument("--backbone", default="lite")
-    p.add_argument("--method", default="gate-joint", help="any method of `crossgate methods` (default: gate-joint)")
-    p.add_argument("--shots", type=shots_value, default="all",
+    p = command("train")
+    dataset_flags(p)
+    p.add_argument("--method", default="gate-joint", help=f"one of: {method_names} (default: gate-joint)")
+    p.add_argument("--shots", type=shots_value, default="all", metavar="K",
                    help="training images per class, or 'all' for every train image (default: all)")
-    p.add_argument("--seed", type=seed_value, default=1, help="few-shot draw and method seed (default: 1)")
-    p.add_argument("--out", type=Path, required=True, help="model folder to write (model.safetensors + model.json)")
+    p.add_argument("--seed", type=seed_value, default=1, metavar="S", help="few-shot draw and method seed (default: 1)")
+    p.add_argument("--out", type=Path, required=True, metavar="MODEL",
+                   help="model folder to write (model.safetensors + model.json)")
     add_template_flag(p)
     add_method_flags(p)
 
-    p = sub.add_parser("predict", parents=[common], help="classify image files with a saved model")
-    p.add_argument("model", type=Path, help="a folder written by `crossgate train`")
-    p.add_argument("images", nargs="+", type=Path, help="image files, or folders to search for images")
+    p = command("predict")
+    p.add_argument("model", type=Path, metavar="MODEL", help="a folder written by `crossgate train`")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER",
+                   help="image files, or folders searched for images (each file is classified once)")
     p.add_argument("--backbone", default=None,
-                   help="encoder to use (default: the model's); refused if it differs from the model's")
-    p.add_argument("--top", type=positive_int, default=3, help="classes to show per image (default: 3)")
-    p.add_argument("--texts", type=positive_int, default=3,
+                   help="encoder to use (default: the model's); refused if its identity differs from the model's")
+    p.add_argument("--top", type=positive_int, default=3, metavar="N", help="classes to show per image (default: 3)")
+    p.add_argument("--texts", type=positive_int, default=3, metavar="N",
                    help="gate methods: selected texts to show per image (default: 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per image instead of text")
 
-    p = sub.add_parser("explain", parents=[common],
-                       help="fit a gate method and print, per image, the texts the gate selected")
-    p.add_argument("--dataset", default="fashion-mnist")
-    p.add_argument("--backbone", default="lite")
+    p = command("explain")
+    dataset_flags(p)
     p.add_argument("--method", default="gate-joint", help="gate or gate-joint (default: gate-joint)")
-    p.add_argument("--shots", type=positive_int, default=4)
-    p.add_argument("--seed", type=seed_value, default=1)
-    p.add_argument("--split", choices=("train", "val", "test"), default="test", help="images to explain")
-    p.add_argument("--images", type=int_list, default=None,
-                   help="indices into the split (default: the first of each class)")
+    p.add_argument("--shots", type=positive_int, default=4, metavar="K",
+                   help="training images per class of the draw (default: 4)")
+    p.add_argument("--seed", type=seed_value, default=1, metavar="S", help="few-shot draw and method seed (default: 1)")
+    p.add_argument("--split", choices=("train", "val", "test"), default="test",
+                   help="the split the images come from (default: test)")
+    p.add_argument("--images", type=index_list, default=None, metavar="LIST",
+                   help="0-based positions in the split, as `crossgate split show DATASET --split test` lists "
+                        "them (default: the first image of each class)")
     add_template_flag(p)
     add_method_flags(p)
 
-    p = sub.add_parser("split", parents=[common], help="few-shot splits: `split show DATASET --shots K --seed S`")
-    split_sub = p.add_subparsers(dest="split_command", metavar="ACTION", parser_class=_Parser)
+    p = command("split")
+    split_sub = p.add_subparsers(dest="split_command", metavar="ACTION", parser_class=_Parser,
+                                 help="show: print a split's images")
     split_sub.required = True
-    q = split_sub.add_parser("show", parents=[common], help="print the few-shot training images, one per line")
-    q.add_argument("dataset")
-    q.add_argument("--shots", type=positive_int, required=True)
-    q.add_argument("--seed", type=seed_value, required=True)
-    q.add_argument("--val", action="store_true", help="print the few-shot validation images instead")
+    q = split_sub.add_parser("show", parents=[_common(COMMAND_FLAGS["show"], suppress=True)],
+                             help="print a split's images, one per line", description=_DESCRIPTION["split"])
+    q.add_argument("dataset", metavar="DATASET", help="a name of `crossgate datasets`, or imagefolder:PATH")
+    q.add_argument("--split", choices=("train", "val", "test"), default="train",
+                   help="train or val: the few-shot draw from that split (needs --shots and --seed); test: "
+                        "every test image (default: train)")
+    q.add_argument("--shots", type=positive_int, default=None, metavar="K",
+                   help="training images per class of the draw")
+    q.add_argument("--seed", type=seed_value, default=None, metavar="S", help="the draw's seed")
 
-    p = sub.add_parser("report", parents=[common], help="rebuild summary tables and plots from DIR/results.jsonl")
-    p.add_argument("dir", type=Path)
+    p = command("report")
+    p.add_argument("dir", type=Path, metavar="DIR", help="a results folder written by bench or demo")
     return parser
 
 
+def index_list(text: str) -> tuple[int, ...]:
+    """'0,4,17' -> (0, 4, 17): positions in a split, no duplicates."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of 0-based positions, got nothing")
+    return _unique(tuple(non_negative_int(t) for t in items), text)
+
+
 def build_settings(args):
+    """Settings from the flags a command has (a command without a flag gets its default)."""
     from .settings import Settings, default_cache_dir, default_data_root
 
-    return Settings(cache_dir=(args.cache_dir or default_cache_dir()).expanduser(),
-                    data_root=(args.data_root or default_data_root()).expanduser(), device=args.device,
-                    batch_size=args.batch_size, workers=args.workers, decode=args.decode,
-                    progress=not args.no_progress,
-                    on_bad_image=args.on_bad_image,
-                    **({"offline": True} if args.offline else {}))
+    flag = vars(args).get
+    return Settings(cache_dir=(flag("cache_dir") or default_cache_dir()).expanduser(),
+                    data_root=(flag("data_root") or default_data_root()).expanduser(), device=flag("device", "auto"),
+                    batch_size=flag("batch_size", 64), workers=flag("workers"), decode=flag("decode", "auto"),
+                    progress=not flag("no_progress", False), on_bad_image=flag("on_bad_image", "fail"),
+                    **({"offline": True} if flag("offline") else {}))
 
 
 def _load(args, settings):
     """The encoder, the dataset and their (cached) features, with the corrupted test data --corrupt asks for."""
     from .pipeline import load_features
 
-    return load_features(settings, args.dataset, args.backbone, getattr(args, "templates", None),
-                         getattr(args, "flip", False), getattr(args, "corrupt", ()), getattr(args, "corrupt_seed", 0),
-                         getattr(args, "corrupt_per_class", None))
+    return load_features(args.dataset, args.backbone, settings, templates=getattr(args, "templates", None),
+                         flip=getattr(args, "flip", False), corrupt=getattr(args, "corrupt", ()),
+                         corrupt_seed=getattr(args, "corrupt_seed", 0),
+                         corrupt_per_class=getattr(args, "corrupt_per_class", None))
 
 
 def cmd_list(args, settings) -> int:
@@ -374,33 +503,74 @@ def cmd_extract(args, settings) -> int:
 
 
 def cmd_bench(args, settings) -> int:
-
-    from tqdm.auto import tqdm
-
-    from .bench import BenchConfig, run_bench
-    from .report import markdown_table, paired_markdown, robustness_markdown, summarize, write_reports
+    from .bench import BenchConfig, pending_runs, run_bench
+    from .methods import METHODS
+    from .progress import progress
+    from .report import markdown_table, paired_markdown, summarize, write_reports
 
     config = BenchConfig(dataset=args.dataset, backbone=args.backbone, shots=args.shots, seeds=args.seeds,
-                         methods=args.methods, out=args.out, configs=method_configs_from(args), jobs=args.jobs,
+                         methods=args.methods, out=args.out, jobs=args.jobs,
+                         configs=method_configs_from(args, args.methods or METHODS.names()),
                          setup={"train_views": ["center", "flip"] if args.flip else ["center"],
                                 "templates": args.templates, "corrupt_seed": args.corrupt_seed},
                          corruptions=args.corrupt, device=settings.torch_device())
     n_runs = len(config.resolved_methods()) * len(config.shots) * len(config.seeds)  # validates names early
+    todo = pending_runs(config)
+    _say_plan(args, settings, config, n_runs, todo)
     encoder, dataset, feats = _load(args, settings)
-    with tqdm(total=n_runs, desc="fits", unit="run", disable=not settings.progress, dynamic_ncols=True) as bar:
-        rows = run_bench(config, feats, encoder.identity, on_run=lambda row, key: bar.update(1),
-                         dataset_identity=dataset.identity)
+    with progress(total=len(todo), desc="fits", unit="run", enabled=settings.progress) as bar:
+        rows = run_bench(config, feats, encoder.identity, dataset_identity=dataset.identity,
+                         on_run=lambda row, key: bar.update(1) if row is not None else None)
     written = write_reports(config.out)
-    for (ds, bb), by_method in summarize(rows).items():
-        print(f"\n{ds} · {bb} · test accuracy (%), mean ± std over seeds {','.join(map(str, config.seeds))}\n")
-        print(markdown_table(by_method))
+    print(f"wrote {config.out / 'results.jsonl'}, " + ", ".join(p.name for p in written)
+          + (f"; the {len(config.corruptions)} robustness tables are in summary.md" if config.corruptions else ""))
     paired = paired_markdown(rows)
     if paired:
         print("\n" + paired)
-    if config.corruptions:
-        print("\n" + robustness_markdown(rows))
-    print(f"\nwrote {config.out / 'results.jsonl'}, " + ", ".join(p.name for p in written))
+    for (ds, bb), by_method in summarize(rows).items():  # the main table last: what a reader looks for first
+        print(f"\n{ds} · {bb} · test accuracy (%), mean ± std over seeds {','.join(map(str, config.seeds))}\n")
+        print(markdown_table(by_method))
     return 0
+
+
+def _say_plan(args, settings, config, n_runs: int, todo: list) -> None:
+    """Before any work: what will be encoded and fitted, about how long it takes, and where results go."""
+    from .bench import fit_seconds_estimate
+    from .datasets import load_dataset
+    from .encoders import create_encoder
+    from .pipeline import feature_cache
+    from .storage import ensure_writable_dir
+
+    out = config.out.expanduser()
+    if not todo:
+        print(f"crossgate {args.command}: all {n_runs} runs are already in {out / 'results.jsonl'}; rebuilding "
+              "the reports")
+        return
+    dataset = load_dataset(args.dataset, settings, templates=args.templates)
+    encoder = create_encoder(args.backbone, cache_dir=settings.cache_dir, device=settings.torch_device(),
+                             decode=settings.decode)
+    to_encode, total = feature_cache(settings).images_to_encode(encoder, dataset, args.flip, args.corrupt,
+                                                                args.corrupt_seed, args.corrupt_per_class)
+    device = settings.torch_device()
+    cores = os.cpu_count() or 1
+    # images/s measured (README, Speed): lite ~22 per CPU core; a CLIP-sized model about 5; a GPU thousands
+    rate = 2000 if device.startswith("cuda") else (22 if args.backbone == "lite" else 5) * cores
+    seconds = to_encode / rate + fit_seconds_estimate(config, todo)
+    processes = max(1, min(config.jobs, len({(k, s) for _, k, s in todo}), cores))
+    corrupt = (f", each scored on {len(config.corruptions)} corruptions" if config.corruptions else "")
+    n_methods = len(config.resolved_methods())
+    print(f"crossgate {args.command}: {len(todo)} of {n_runs} run{'s' * (n_runs != 1)} to do "
+          f"({n_methods} method{'s' * (n_methods != 1)} × "
+          f"shots {','.join(map(str, config.shots))} × seeds {','.join(map(str, config.seeds))}{corrupt}) on "
+          f"{dataset.name} with {args.backbone}; {to_encode:,} of {total:,} images to encode "
+          f"({'all cached' if not to_encode else 'the rest cached' if to_encode < total else 'none cached yet'}); "
+          f"about {_duration(seconds)} on this machine ({device}, {processes} fit process(es)). Results go to "
+          f"{out}/ (results.jsonl, summary.md, summary.csv, plots).", flush=True)
+    ensure_writable_dir(out, "output folder", "--out")  # the folder exists from the start
+
+
+def _duration(seconds: float) -> str:
+    return f"{max(1, round(seconds))} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def cmd_train(args, settings) -> int:
@@ -412,9 +582,9 @@ def cmd_train(args, settings) -> int:
         raise UserError(f"unknown method {args.method!r}; available: {', '.join(METHODS.names())}")
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"{args.out} is a file; a model is saved as a folder, choose another --out")
+    config = method_configs_from(args, [args.method]).get(args.method)
     encoder, dataset, feats = _load(args, settings)
-    clf, row = fit_one(feats, args.method, args.shots, args.seed, method_configs_from(args).get(args.method),
-                       settings.torch_device())
+    clf, row = fit_one(feats, args.method, args.shots, args.seed, config, settings.torch_device())
     out = save_model(args.out, SavedModel(classifier=clf, method=args.method, backbone=args.backbone,
                                           backbone_identity=encoder.identity, classnames=feats.classnames,
                                           templates=list(dataset.templates), dataset=dataset.identity, info=row))
@@ -427,20 +597,25 @@ def cmd_train(args, settings) -> int:
 
 
 def _image_files(inputs: list[Path]) -> list[Path]:
-    """Files as given; folders searched recursively for images, sorted."""
+    """Files as given; folders searched recursively for images, sorted; a file named twice (or named and
+    inside a named folder) once, where it first appears."""
     from .datasets.imagefolder import EXTENSIONS, image_files
 
-    files = []
+    files, seen = [], set()
     for p in inputs:
         if p.is_dir():
             found = image_files(p)
             if not found:
                 raise UserError(f"folder {p} has no images ({', '.join(sorted(EXTENSIONS))}); give image files")
-            files += found
         elif p.is_file():
-            files.append(p)
+            found = [p]
         else:
             raise UserError(f"no such image file or folder: {p}")
+        for f in found:
+            key = f.resolve()
+            if key not in seen:
+                seen.add(key)
+                files.append(f)
     return files
 
 
@@ -497,50 +672,67 @@ def cmd_explain(args, settings) -> int:
 
     if not hasattr(METHODS.factory(args.method), "explain"):
         raise UserError(f"method {args.method!r} has no gate to explain; use gate or gate-joint")
+    config = method_configs_from(args, [args.method]).get(args.method)
     encoder, dataset, feats = _load(args, settings)
-    clf, _ = fit_one(feats, args.method, args.shots, args.seed, method_configs_from(args).get(args.method),
-                     settings.torch_device())
+    clf, _ = fit_one(feats, args.method, args.shots, args.seed, config, settings.torch_device())
     images = feats.split(args.split)
+    positions = images.kept if images.kept is not None else np.arange(len(images.labels))  # rows -> split positions
     if args.images is None:
         chosen = [int(np.flatnonzero(images.labels == c)[0]) for c in np.unique(images.labels)]
     else:
-        chosen = [i - 1 for i in args.images]  # 1-based on the command line, like the listing below
-        bad = [i + 1 for i in chosen if i >= len(images.labels)]
+        n = len(dataset.split(args.split))
+        bad = [i for i in args.images if i >= n]
         if bad:
-            raise UserError(f"image {bad[0]} is out of range: the {args.split} split has {len(images.labels)} images")
+            raise UserError(f"position {bad[0]} is out of range: the {args.split} split has {n} images "
+                            f"(positions 0 to {n - 1})")
+        chosen = list(images.rows(np.asarray(args.images), args.split))
     x = images.x[chosen]
     indices, weights = clf.explain(x)
     predicted = clf.predict(x)
     names = feats.classnames
+    paths = dataset.split(args.split).paths
     print(f"{args.method} on {dataset.name} · {args.backbone} · {args.shots}-shot seed {args.seed}: "
           f"the texts each image selected (k = {indices.shape[1]}), with their weights")
     for row, i in enumerate(chosen):
-        print(f"\n{args.split} image {i + 1}: true {names[images.labels[i]]!r}, predicted {names[predicted[row]]!r}")
+        at = int(positions[i])
+        where = paths[at] if paths is not None else "embedded in memory, no file"
+        print(f"\n{args.split}[{at}] {where}: true {names[images.labels[i]]!r}, predicted {names[predicted[row]]!r}")
         for j, w in zip(indices[row], weights[row], strict=True):
             mark = "*" if clf.text_labels_[j] == images.labels[i] else " "
             print(f"  {w:6.3f} {mark} [{names[clf.text_labels_[j]]}] {clf.texts_[j]}")
     rate = clf.top1_true_class_rate(images.x, images.labels)
-    print(f"\n* = a text of the true class. Top-1 selection is of the true class for {100 * rate:.1f}% of the "
-          f"{len(images.labels)} {args.split} images.")
+    print(f"\n{args.split}[i]: position i of the split (0-based), as `crossgate split show {args.dataset} --split "
+          f"{args.split}` lists them. * = a text of the true class. Top-1 selection is of the true class for "
+          f"{100 * rate:.1f}% of the {len(images.labels)} {args.split} images.")
     return 0
 
 
 def cmd_split(args, settings) -> int:
-    """Print the chosen few-shot images as paths relative to the images folder, in index order."""
+    """Print a split's images (paths relative to the images folder, or 0-based positions for a dataset
+    embedded in memory), or those of the few-shot draw from it, in index order."""
+    import numpy as np
+
     from .datasets import choose_few_shot, load_dataset
 
     dataset = load_dataset(args.dataset, settings)
-    train, val = dataset.split("train"), dataset.split("val")
-    split = choose_few_shot(train.labels, val.labels, args.shots, args.seed, dataset.classnames,
-                            dataset.index_dir, train.paths, val.paths)
-    items, indices = (val, split.val) if args.val else (train, split.train)
-    if items.paths is None:
-        raise UserError(f"{dataset.name} is embedded in memory and has no image files; "
-                        "split show lists datasets on disk")
-    print(f"# {dataset.name} {args.shots}-shot seed {args.seed}: {len(indices)} images from {split.source}",
-          file=sys.stderr)
+    items = dataset.split(args.split)
+    if args.split == "test":
+        if args.shots is not None or args.seed is not None:
+            raise UserError("the test split has no few-shot draw; drop --shots and --seed, or use --split train/val")
+        indices, source = np.arange(len(items)), "the whole test split"
+    else:
+        if args.shots is None or args.seed is None:
+            raise UserError(f"--split {args.split} shows a few-shot draw: give --shots K and --seed S "
+                            "(or --split test for every test image)")
+        train, val = dataset.split("train"), dataset.split("val")
+        split = choose_few_shot(train.labels, val.labels, args.shots, args.seed, dataset.classnames,
+                                dataset.index_dir, train.paths, val.paths)
+        indices = split.val if args.split == "val" else split.train
+        source = f"{args.shots}-shot seed {args.seed} from {split.source}"
+    what = "paths" if items.paths is not None else "0-based positions (embedded in memory, no files)"
+    print(f"# {dataset.name} {args.split}: {len(indices)} images, {source}; {what}", file=sys.stderr)
     for i in indices:
-        print(items.paths[i])
+        print(items.paths[i] if items.paths is not None else int(i))
     return 0
 
 
@@ -594,25 +786,25 @@ COMMANDS = {"backbones": cmd_list, "datasets": cmd_list, "methods": cmd_list, "e
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.offline or os.environ.get("CROSSGATE_OFFLINE", "") not in ("", "0"):
+    if vars(args).get("offline") or os.environ.get("CROSSGATE_OFFLINE", "") not in ("", "0"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # pretrained weights from local caches only
     _log_warnings()
     try:
         return COMMANDS[args.command](args, build_settings(args))
     except UserError as err:
-        if args.debug:
+        if vars(args).get("debug"):
             raise
         print(f"crossgate: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        if args.debug or err.errno != errno.ENAMETOOLONG:
-            raise
-        print(f"crossgate: error: a file name is too long for the file system ({err.filename}); use a shorter "
-              "path or folder name", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `crossgate split show ... | head`: the reader left, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as err:
+        if vars(args).get("debug") or err.errno != errno.ENAMETOOLONG:
+            raise
+        print(f"crossgate: error: a file name is too long for the file system ({err.filename}); use a shorter "
+              "path or folder name", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("crossgate: interrupted; finished work is kept and the next run resumes", file=sys.stderr)
         return 130

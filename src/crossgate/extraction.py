@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from . import corruptions, pixels
 from .datasets.base import Split
 from .encoders.base import Encoder
 from .errors import UserError
+from .progress import progress
 from .storage import load_arrays, save_arrays, save_streamed
 
 VIEWS = ("center", "flip")  # the encoder's center crop; the same of the horizontally mirrored image (Lin et al.)
@@ -38,7 +38,8 @@ class UnreadableImages(UserError):
 
     def __init__(self, names: list[str], first_error: str):
         self.names, self.first_error = names, first_error
-        super().__init__(f"{len(names)} unreadable image(s): {', '.join(names)} (first: {first_error}); fix or "
+        first = first_error.removesuffix("; fix or remove it")  # the advice follows once, for all of them
+        super().__init__(f"{len(names)} unreadable image(s): {', '.join(names)} (first: {first}); fix or "
                          "remove them, or pass --on-bad-image skip to leave them out")
 
 
@@ -283,14 +284,13 @@ class Chunks:
 
 
 def encode_chunks(encoder: Encoder, split: Split, chunks: Chunks, starts: list[int], batch_size: int,
-                  workers: int, progress: bool, desc: str, view: str) -> None:
+                  workers: int, show_progress: bool, desc: str, view: str) -> None:
     """Encode the chunks at `starts` that are not on disk yet; each is written when complete."""
     todo = [s for s in starts if not chunks.done(s)]
     positions = [i for s in todo for i in range(s, min(s + chunks.size, chunks.n))]
     total = sum(min(s + chunks.size, chunks.n) - s for s in starts)
     pending: dict[int, dict] = {}
-    with tqdm(total=total, initial=total - len(positions), desc=desc, unit="img", disable=not progress,
-              dynamic_ncols=True) as bar:
+    with progress(total=total, initial=total - len(positions), desc=desc, unit="img", enabled=show_progress) as bar:
         for good, feats, bad in encode_batches(encoder, split, positions, batch_size, workers, view):
             for row, i in enumerate(good):
                 part = pending.setdefault(i - i % chunks.size, {"rows": {}, "bad": {}})
@@ -355,12 +355,16 @@ def merge_chunks(chunks: Chunks, labels: np.ndarray, dim: int, meta: dict, on_ba
 
 
 @contextmanager
-def entry_lock(stem: Path):
+def entry_lock(stem: Path, lock_dir: Path | None = None):
     """An exclusive lock on one cache entry: a second process computing the same entry waits, then finds
-    it done. The lock file holds no data, so a lock left by a killed process is released by the kernel."""
+    it done. The lock file holds no data, so a lock left by a killed process is released by the kernel.
+    Lock files live in `lock_dir` (the cache's locks/ folder), not beside every entry; they are not removed,
+    since unlinking a lock file another process is waiting on would let a third one take a second lock."""
     from filelock import FileLock
 
-    path = Path(stem).with_name(Path(stem).name + ".lock")
+    stem = Path(stem)
+    folder = Path(lock_dir) if lock_dir is not None else stem.parent
+    path = folder / f"{stem.parent.name}-{stem.name}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir():  # not a lock crossgate made (a lock is an empty file): out of the way
         shutil.rmtree(path, ignore_errors=True)

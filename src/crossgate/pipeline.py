@@ -20,10 +20,15 @@ def feature_cache(settings) -> FeatureCache:
                         settings.on_bad_image, settings.chunk_images)
 
 
-def load_features(settings, dataset_name: str, backbone: str, templates=None, flip: bool = False,
-                  corrupt: tuple = (), corrupt_seed: int = 0, corrupt_per_class: int | None = None):
+def load_features(dataset_name: str = "fashion-mnist", backbone: str = "lite", settings=None, *, templates=None,
+                  flip: bool = False, corrupt: tuple = (), corrupt_seed: int = 0, corrupt_per_class: int | None = None):
     """(encoder, dataset, features): every split, the class texts, and the corrupted test data asked for
-    (with `corrupt_per_class`, copies of the first that many test images of each class)."""
+    (with `corrupt_per_class`, copies of the first that many test images of each class), from the cache
+    or computed into it. `settings` (crossgate.settings.Settings) defaults to what the CLI does without
+    flags: the cache in $CROSSGATE_CACHE or ~/.cache/crossgate, the device auto-detected."""
+    from .settings import Settings
+
+    settings = settings or Settings()
     from .datasets import load_dataset
     from .encoders import create_encoder
 

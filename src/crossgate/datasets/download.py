@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path, PurePosixPath
 
-from tqdm.auto import tqdm
-
 from ..errors import UserError
+from ..progress import progress as progress_bar
 
 CHUNK = 1 << 20
 
@@ -88,8 +87,8 @@ def download(remote: Remote, dest: Path, progress: bool = True) -> Path:
             resumed = have and response.status == 206
             total = response.length + (have if resumed else 0) if response.length is not None else None
             with open(part, "ab" if resumed else "wb") as f, \
-                    tqdm(total=total, initial=have if resumed else 0, unit="B", unit_scale=True,
-                         desc=dest.name, disable=not progress, dynamic_ncols=True) as bar:
+                    progress_bar(total=total, initial=have if resumed else 0, unit="B", unit_scale=True,
+                                 desc=dest.name, enabled=progress) as bar:
                 try:
                     while block := response.read(CHUNK):
                         f.write(block)

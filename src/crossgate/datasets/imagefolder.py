@@ -37,6 +37,12 @@ def image_files(folder: Path) -> list[Path]:
                   and not any(hidden(part) for part in p.relative_to(folder).parts))
 
 
+def with_article(template: str, name: str) -> str:
+    """Our English templates' "a {}" as "an {}" before a vowel sound (by spelling: "an ankle boot", "an
+    apple"; "a unicorn" stays wrong, which spelling cannot tell)."""
+    return template.replace("a {}", "an {}") if name[:1].lower() in "aeiou" else template
+
+
 class ImageFolderDataset(Dataset):
     def __init__(self, root: Path, templates: list[str] | None = None):
         self.root = Path(root).expanduser()
@@ -56,6 +62,7 @@ class ImageFolderDataset(Dataset):
                             "sub-folder of its own (at least two classes)")
         self.classnames = self._classnames(folders)
         self.templates = [check_template(t) for t in (templates or TEMPLATES)]
+        self._own_templates = templates is None  # ours choose "a" or "an"; a user's are used as given
         self._items: dict[str, list[tuple[str, int]]] = {"train": [], "val": [], "test": []}
         empty = []
         for label, folder in enumerate(folders):
@@ -118,6 +125,12 @@ class ImageFolderDataset(Dataset):
             raise UserError(f"duplicate class names {', '.join(duplicates)} in {self.root}; rename the folders "
                             "or fix classnames.txt")
         return result
+
+    def prompts(self):
+        if not self._own_templates:
+            return super().prompts()
+        texts = [with_article(t, c).format(c) for c in self.classnames for t in self.templates]
+        return texts, np.repeat(np.arange(len(self.classnames)), len(self.templates))
 
     def split(self, name: str) -> Split:
         if name not in self._items:

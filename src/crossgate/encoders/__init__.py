@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from ..errors import UserError
 from . import lite, openclip  # noqa: F401  (registers backbones)
 from .base import BACKBONES, Encoder
@@ -6,7 +8,11 @@ from .openclip import PREFIX as OPENCLIP_PREFIX
 
 def create_encoder(name: str, cache_dir=None, device: str = "cpu", decode: str = "auto") -> Encoder:
     """A registered backbone by name, or any open_clip model as openclip:<arch>/<pretrained>; `decode`
-    picks how images become pixels (see crossgate.pixels)."""
+    picks how images become pixels (see crossgate.pixels). `cache_dir` (where a backbone keeps what it
+    computes once, e.g. lite's text map; `~` expanded) defaults to $CROSSGATE_CACHE or ~/.cache/crossgate."""
+    from ..settings import default_cache_dir
+
+    cache_dir = Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser()
     if name.startswith(OPENCLIP_PREFIX):
         return openclip.create_openclip(name, device=device).use_decode(decode)
     if name not in BACKBONES:

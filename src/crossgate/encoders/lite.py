@@ -131,7 +131,7 @@ class LiteEncoder(Encoder):
         ])
         self._weights = (f"effnet-lite0@{_file_digest(efficientnet_lite0_weights_path())}+"
                          f"minilm-l6-v2@{_file_digest(minilm_path() / 'model.safetensors')}")
-        self._cache_dir = Path(cache_dir) if cache_dir else None
+        self._cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self._map: dict[str, np.ndarray] | None = None
 
     # Loaded on first use, so that a run whose features are all cached loads no model.

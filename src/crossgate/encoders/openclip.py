@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -30,6 +31,47 @@ def _checkpoint_digest(path: Path) -> str:
         f.seek(max(0, path.stat().st_size - (1 << 20)))
         h.update(f.read())
     return h.hexdigest()[:12]
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether huggingface.co answers a TCP connect (False at once when HF_HUB_OFFLINE is set): without
+    it, a download retries for about a minute and prints a warning per retry."""
+    import os
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def _quiet_hub(offline: bool):
+    """huggingface_hub's retry warnings silenced (the failure is reported once, by us); with `offline`, the
+    weights come from its local cache or fail at once."""
+    import logging
+    import os
+
+    from huggingface_hub import constants
+
+    logger = logging.getLogger("huggingface_hub")
+    level, before, flag = logger.level, os.environ.get("HF_HUB_OFFLINE"), constants.HF_HUB_OFFLINE
+    logger.setLevel(logging.ERROR)
+    if offline:  # the library read the variable when it was imported: its constant is what it consults
+        os.environ["HF_HUB_OFFLINE"], constants.HF_HUB_OFFLINE = "1", True
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        if offline:
+            constants.HF_HUB_OFFLINE = flag
+            if before is None:
+                os.environ.pop("HF_HUB_OFFLINE", None)
+            else:
+                os.environ["HF_HUB_OFFLINE"] = before
 
 
 def parse_name(name: str) -> tuple[str, str | None]:
@@ -64,15 +106,19 @@ class OpenClipEncoder(Encoder):
             torch.manual_seed(seed)  # a random model must be the same model every time: it keys the cache
         # half precision on GPU (CLIP was trained in it); fp32 on CPU, where fp16 is slow and inexact
         precision = "fp16" if str(device).startswith("cuda") else "fp32"
+        hub_down = bool(tag) and weights == pretrained and not _hub_reachable()
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=tag, device=device,
-                                                                         precision=precision)
+            with _quiet_hub(offline=hub_down):
+                model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=tag, device=device,
+                                                                             precision=precision)
         except (OSError, RuntimeError, ValueError) as err:
             if not tag:
                 raise
-            raise UserError(f"cannot load the {arch}/{pretrained} weights ({str(err).splitlines()[0][:200]}); "
-                            "offline? run once with a network (open_clip caches them) or give a local checkpoint "
-                            f"file: openclip:{arch}//path/to/weights.safetensors") from None
+            why = ("the Hugging Face hub is unreachable and they are not in its local cache" if hub_down
+                   else " ".join(str(err).split()))
+            raise UserError(f"cannot load the {arch}/{pretrained} weights ({why}); run once with a network "
+                            f"(they are cached), give a local checkpoint file (openclip:{arch}//path/to/weights), "
+                            "or use --backbone lite, which needs no network") from None
         self.model = model.eval()
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         self.tokenizer = open_clip.get_tokenizer(arch)
