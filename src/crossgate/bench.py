@@ -179,7 +179,8 @@ def run_bench(config: BenchConfig, features: DatasetFeatures, backbone_identity:
     methods = config.resolved_methods()
     out = Path(config.out).expanduser()
     if out.is_dir() and not (out / "results.jsonl").exists():
-        foreign = [p.name for p in out.iterdir() if p.name not in OUR_FILES and p.suffix != ".png"]
+        foreign = [p.name for p in out.iterdir()
+                   if p.name not in OUR_FILES and p.suffix not in (".png", ".pdf", ".svg")]
         if foreign:
             raise UserError(f"--out {out} holds files of its own ({', '.join(sorted(foreign)[:3])}, ...) and no "
                             "results.jsonl; crossgate would write summary.md, summary.csv and plots there: "

@@ -557,7 +557,8 @@ def _say_plan(args, settings, config, n_runs: int, todo: list) -> None:
     rate = 2000 if device.startswith("cuda") else (22 if args.backbone == "lite" else 5) * cores
     seconds = to_encode / rate + fit_seconds_estimate(config, todo)
     processes = max(1, min(config.jobs, len({(k, s) for _, k, s in todo}), cores))
-    corrupt = (f", each scored on {len(config.corruptions)} corruptions" if config.corruptions else "")
+    n_corrupt = len(config.corruptions)
+    corrupt = f", each scored on {n_corrupt} corruption{'s' * (n_corrupt != 1)}" if n_corrupt else ""
     n_methods = len(config.resolved_methods())
     print(f"crossgate {args.command}: {len(todo)} of {n_runs} run{'s' * (n_runs != 1)} to do "
           f"({n_methods} method{'s' * (n_methods != 1)} × "

@@ -139,15 +139,20 @@ def summary_csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["dataset", "backbone", "method", "shots", "n_seeds", "acc_test_mean", "acc_test_std",
-                     "compared_with"])
+                     "compared_with", "condition"])
     for (dataset, backbone), by_method in summarize(rows).items():
         for method, per in by_method.items():
             for shots, (mean, std, n) in per.items():
-                writer.writerow([dataset, backbone, method, shots, n, f"{mean:.4f}", f"{std:.4f}", ""])
+                writer.writerow([dataset, backbone, method, shots, n, f"{mean:.4f}", f"{std:.4f}", "", "clean"])
     for (dataset, backbone), per_shots in paired_differences(rows).items():  # rows "<gated> - <best other>"
         for shots, d in per_shots.items():
             writer.writerow([dataset, backbone, f"{GATED} - {d['best_other']}", shots, len(d["diffs"]),
-                             f"{d['mean']:.4f}", f"{d['std']:.4f}", d["best_other"]])
+                             f"{d['mean']:.4f}", f"{d['std']:.4f}", d["best_other"], "clean"])
+    for (dataset, backbone, shots), by_method in summarize_robustness(rows).items():  # the robustness tables
+        for method, per in by_method.items():
+            for cond, (mean, std, n) in per.items():
+                if cond != "clean":  # "clean" here is the corrupted subset's clean accuracy, in the rows above
+                    writer.writerow([dataset, backbone, method, shots, n, f"{mean:.4f}", f"{std:.4f}", "", cond])
     return buf.getvalue()
 
 
@@ -162,41 +167,76 @@ def plot_file_name(dataset: str, backbone: str) -> str:
     return f"accuracy_vs_shots__{safe}.png"
 
 
-def plot_accuracy(by_method: dict[str, dict[int, tuple]], title: str) -> bytes:
+PLOT_FORMATS = ("png", "pdf", "svg")  # a PNG to look at, vector files for a paper or a slide
+_MARKERS = "osD^v<>pP*Xhd"
+_LINES = ("-", "--", "-.", ":")
+
+
+def plot_accuracy(by_method: dict[str, dict[int, tuple]], title: str, chance: float | None = None,
+                  fmt: str = "png") -> bytes:
+    """Accuracy against shots, one line per method (its own marker and line style; error bars = std over
+    seeds, nudged sideways per method so that they do not hide each other), with zero-shot and chance as
+    horizontal reference lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    for method, per in by_method.items():
+    fig, ax = plt.subplots(figsize=(8.6, 4.8), dpi=150)
+    lines = {m: per for m, per in by_method.items() if m != "zeroshot"}
+    colors = plt.get_cmap("tab20").colors
+    for i, (method, per) in enumerate(lines.items()):
         shots = sorted(per)
-        ax.errorbar(shots, [per[k][0] for k in shots], yerr=[per[k][1] for k in shots], marker="o",
-                    capsize=3, label=method)
+        nudge = 2 ** (0.03 * (i - (len(lines) - 1) / 2))  # on the log2 axis: a fixed small offset per method
+        ax.errorbar([k * nudge for k in shots], [per[k][0] for k in shots], yerr=[per[k][1] for k in shots],
+                    marker=_MARKERS[i % len(_MARKERS)], linestyle=_LINES[(i // len(_MARKERS)) % len(_LINES)
+                                                                         if i < len(_MARKERS) else i % len(_LINES)],
+                    color="black" if method == "gate-joint" else colors[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20],
+                    markersize=5, linewidth=2.0 if method == "gate-joint" else 1.0, capsize=2, elinewidth=0.8,
+                    label=method)
+    if "zeroshot" in by_method:
+        level = sum(v[0] for v in by_method["zeroshot"].values()) / len(by_method["zeroshot"])
+        ax.axhline(level, color="0.35", linestyle="--", linewidth=1.0, label=f"zero-shot ({level:.1f})")
+    if chance is not None:
+        ax.axhline(chance, color="0.6", linestyle=":", linewidth=1.0, label=f"chance ({chance:.1f})")
     ax.set_xscale("log", base=2)
     all_shots = sorted({k for per in by_method.values() for k in per})
     ax.set_xticks(all_shots, [str(k) for k in all_shots])
-    ax.set_xlabel("training images per class")
+    ax.set_xlabel("training images per class (shots)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format=fmt, metadata={"Date": None} if fmt == "svg" else None)
     plt.close(fig)
     return buf.getvalue()
 
 
+def chance_level(rows: list[dict]) -> float | None:
+    """100 / classes, the classes read off a clean row: its training images / (shots x views)."""
+    for r in rows:
+        shots, views = r.get("shots"), len(r.get("train_views") or ["center"])
+        if r.get("corruption") is None and isinstance(shots, int) and r.get("n_train"):
+            return 100.0 * shots * views / r["n_train"]
+    return None
+
+
 def write_reports(out: Path, rows: list[dict] | None = None) -> list[Path]:
-    """summary.md, summary.csv and one plot per (dataset, backbone) in `out`, from results.jsonl."""
+    """summary.md, summary.csv and one plot per (dataset, backbone) in `out` (PNG, PDF and SVG), from
+    results.jsonl."""
     out = Path(out)
     rows = read_rows(out / "results.jsonl") if rows is None else rows
     written = [out / "summary.md", out / "summary.csv"]
     atomic_write_text(written[0], summary_markdown(rows))
     atomic_write_text(written[1], summary_csv(rows))
     for (dataset, backbone), by_method in summarize(rows).items():
-        path = out / plot_file_name(dataset, backbone)
-        atomic_write_bytes(path, plot_accuracy(by_method, f"{dataset} · {backbone}"))
-        written.append(path)
+        mine = [r for r in rows if r["dataset"] == dataset and r["backbone"] == backbone]
+        seeds = ",".join(str(s) for s in sorted({r["seed"] for r in mine}))
+        title = f"{dataset} · {backbone} · mean ± std over seeds {seeds}"
+        for fmt in PLOT_FORMATS:
+            path = out / plot_file_name(dataset, backbone).replace(".png", f".{fmt}")
+            atomic_write_bytes(path, plot_accuracy(by_method, title, chance_level(mine), fmt))
+            written.append(path)
     return written

@@ -5,9 +5,11 @@ classify its enhanced image features. The paper says only "accuracy evaluated on
 features"; we fit a text-initialised cosine head on them (Lin et al.'s cross-modal probe on enhanced
 features), because it is the strongest simple head that uses no test data and starts from zero-shot.
 
-`gate-joint` is ours: gate and head trained end to end with cross-entropy plus the combined loss, a
-residual path x + β·enhanced (β learned, starting at 0, so training starts from the cross-modal probe),
-a learned temperature, and k / d_proj chosen on the few-shot validation split.
+`gate-joint` is ours: the paper's gate as a residual on a strong base. The base is the ensemble of the
+fitted bases (logreg, lpp, proker, gda, tip) or logreg alone, chosen on the few-shot validation split;
+on it, logits = base + W·unit(x + β·enhanced) + λ·(per-class attention mass), W, β, λ starting at 0, so
+training starts from the base; trained with cross-entropy plus the combined loss; k in {1, 5, all} and the
+checkpoint (step 0 = the base alone) chosen on validation. README, Methods, says the same.
 """
 from __future__ import annotations
 

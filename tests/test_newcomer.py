@@ -1,0 +1,63 @@
+"""What a newcomer sees (issue 15): the bench's plan first and its main table last, one line per progress
+bar in a log, "a"/"an" in our own prompts, the bad-image advice said once."""
+from crossgate.cli import main
+from tests.conftest import make_folder
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_bench_says_its_plan_first_ends_with_the_main_table_and_a_resume_says_all_done(capsys, tmp_path):
+    folder = make_folder(tmp_path / "imgs")
+    argv = ["bench", "--dataset", f"imagefolder:{folder}", "--backbone", "tiny-clip", "--shots", "1,2",
+            "--seeds", "1", "--methods", "zeroshot,logreg", "--jobs", "1", "--corrupt", "gaussian_noise:2",
+            "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run")]
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    first, last = out.splitlines()[0], out.rstrip().splitlines()[-1]
+    assert first.startswith("crossgate bench: 4 of 4 runs to do (2 methods × shots 1,2 × seeds 1, each scored on "
+                            "1 corruption)")
+    assert "images to encode (none cached yet)" in first and f"Results go to {tmp_path / 'run'}/" in first
+    assert last.startswith("| logreg |")  # the main table is what the screen ends with
+    assert "### Robustness" not in out and "robustness tables are in summary.md" in out
+    # a log (stderr is not a terminal here): each bar is one line when it ends, naming what it encoded
+    bars = [line for line in err.splitlines() if " img in " in line or " runs in " in line]
+    assert any("(gaussian_noise, severity 2)" in line for line in bars)
+    assert len([line for line in bars if line.startswith("fits:")]) == 1
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and out.splitlines()[0] == (f"crossgate bench: all 4 runs are already in "
+                                                 f"{tmp_path / 'run' / 'results.jsonl'}; rebuilding the reports")
+
+
+def test_our_own_templates_choose_a_or_an_and_given_ones_are_kept(tmp_path):
+    from crossgate.datasets import load_dataset
+
+    folder = make_folder(tmp_path / "imgs", classes=("ankle_boot", "tabby_cat"))
+    texts, _ = load_dataset(f"imagefolder:{folder}").prompts()
+    assert "a photo of an ankle boot." in texts and "a photo of a tabby cat." in texts
+    texts, _ = load_dataset(f"imagefolder:{folder}", templates=["a photo of a {}."]).prompts()
+    assert texts == ["a photo of a ankle boot.", "a photo of a tabby cat."]  # a user's template, as written
+
+
+def test_the_bad_image_advice_is_said_once(capsys, tmp_path):
+    from tests.conftest import run_error
+
+    folder = make_folder(tmp_path / "imgs")
+    (folder / "goldfish" / "0.png").write_bytes(b"not an image")
+    err = run_error(capsys, "extract", "--dataset", f"imagefolder:{folder}", "--backbone", "tiny-clip",
+                    "--cache-dir", str(tmp_path / "cache"), "--no-progress")
+    assert err.count("fix or remove") == 1 and "--on-bad-image skip" in err
+
+
+def test_locks_live_in_one_folder(tmp_path):
+    from crossgate.cache import FeatureCache
+    from crossgate.datasets import load_dataset
+    from crossgate.encoders import create_encoder
+
+    cache = FeatureCache(tmp_path / "cache", progress=False)
+    cache.features(create_encoder("tiny-clip"), load_dataset(f"imagefolder:{make_folder(tmp_path / 'imgs')}"))
+    assert not list((tmp_path / "cache" / "features").rglob("*.lock"))
+    assert len(list((tmp_path / "cache" / "locks").glob("*.lock"))) == 3  # train, val, test
