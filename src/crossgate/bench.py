@@ -151,11 +151,13 @@ def pending_runs(config: BenchConfig, existing: list[dict] | None = None) -> lis
 # for the estimate bench prints before it starts; Lin et al.'s searches scale with their updates
 FIT_SECONDS = {"gate-joint": 2.5, "gate": 1.2, "taskres": 0.5, "tipf": 0.3, "clap": 0.4, "lpp": 0.3}
 PROBE_SECONDS_PER_UPDATE = 9.0 / 12_800
+SCORE_SECONDS_PER_VIEW = 0.012  # scoring one fitted head on the test set or one corrupted copy of it
 
 
 def fit_seconds_estimate(config: BenchConfig, runs: list[tuple]) -> float:
-    """About how long `runs` take to fit, spread over the worker processes."""
-    total = 0.0
+    """About how long `runs` take to fit and score, spread over the worker processes (calibrated on the
+    demo: 74 s of fits measured on two cores)."""
+    total = SCORE_SECONDS_PER_VIEW * (1 + len(config.corruptions)) * len(runs)
     for method, _, _ in runs:
         search = config.configs.get(method)
         if method in ("linear", "crossmodal"):
@@ -163,7 +165,9 @@ def fit_seconds_estimate(config: BenchConfig, runs: list[tuple]) -> float:
         else:
             total += FIT_SECONDS.get(method, 0.1)
     draws = len({(k, s) for _, k, s in runs}) or 1
-    return total / max(1, min(config.jobs, draws, os.cpu_count() or 1))
+    processes = max(1, min(config.jobs, draws, os.cpu_count() or 1))
+    # processes share memory bandwidth (about 15% slower each on two cores), and each imports torch first
+    return total / processes * (1.15 if processes > 1 else 1.0) + (3.0 if processes > 1 else 0.0)
 
 
 def run_bench(config: BenchConfig, features: DatasetFeatures, backbone_identity: str,
