@@ -72,3 +72,24 @@ def test_clone_and_params_round_trip(name):
     twin = clone(clf)
     assert type(twin) is type(clf) and twin.get_params() == clf.get_params()
     assert twin.set_params(random_state=4).random_state == 4
+
+
+def test_model_selection_tools_work_with_and_without_text():
+    """What the issue could not do: cross_val_score (text= as a fit parameter), Pipeline, GridSearchCV, and
+    labels that are strings."""
+    from sklearn.model_selection import GridSearchCV, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(4, 16))
+    y = np.repeat(np.arange(4), 20)
+    x = (means[y] + 0.5 * rng.normal(size=(len(y), 16))).astype(np.float32)
+    text = synthetic_text(x, y, 4)
+    assert cross_val_score(create_method("tip"), x, y, params={"text": text}, cv=4).min() > 0.9
+    assert cross_val_score(make_pipeline(StandardScaler(), create_method("logreg")), x, y, cv=4).min() > 0.9
+    search = GridSearchCV(create_method("logreg"), {"random_state": [0, 1]}, cv=3).fit(x, y)
+    assert search.best_params_ == {"random_state": 0}
+    names = np.array(["ant", "bee", "cat", "dog"])
+    clf = create_method("logreg").fit(x, names[y])
+    assert list(clf.classes_) == list(names) and set(clf.predict(x)) <= set(names)
