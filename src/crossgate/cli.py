@@ -444,14 +444,16 @@ def build_settings(args):
                     **({"offline": True} if flag("offline") else {}))
 
 
-def _load(args, settings):
-    """The encoder, the dataset and their (cached) features, with the corrupted test data --corrupt asks for."""
+def _load(args, settings, built: tuple = (None, None)):
+    """The encoder, the dataset and their (cached) features, with the corrupted test data --corrupt asks for;
+    `built`: the (dataset, encoder) already made for these flags, if any."""
     from .pipeline import load_features
 
     return load_features(args.dataset, args.backbone, settings, templates=getattr(args, "templates", None),
                          flip=getattr(args, "flip", False), corrupt=getattr(args, "corrupt", ()),
                          corrupt_seed=getattr(args, "corrupt_seed", 0),
-                         corrupt_per_class=getattr(args, "corrupt_per_class", None))
+                         corrupt_per_class=getattr(args, "corrupt_per_class", None), dataset=built[0],
+                         encoder=built[1])
 
 
 def cmd_list(args, settings) -> int:
@@ -516,8 +518,8 @@ def cmd_bench(args, settings) -> int:
                          corruptions=args.corrupt, device=settings.torch_device())
     n_runs = len(config.resolved_methods()) * len(config.shots) * len(config.seeds)  # validates names early
     todo = pending_runs(config)
-    _say_plan(args, settings, config, n_runs, todo)
-    encoder, dataset, feats = _load(args, settings)
+    built = _say_plan(args, settings, config, n_runs, todo)
+    encoder, dataset, feats = _load(args, settings, built)
     with progress(total=len(todo), desc="fits", unit="run", enabled=settings.progress) as bar:
         rows = run_bench(config, feats, encoder.identity, dataset_identity=dataset.identity,
                          on_run=lambda row, key: bar.update(1) if row is not None else None)
@@ -533,8 +535,9 @@ def cmd_bench(args, settings) -> int:
     return 0
 
 
-def _say_plan(args, settings, config, n_runs: int, todo: list) -> None:
-    """Before any work: what will be encoded and fitted, about how long it takes, and where results go."""
+def _say_plan(args, settings, config, n_runs: int, todo: list) -> tuple:
+    """Before any work: what will be encoded and fitted, about how long it takes, and where results go.
+    Returns the (dataset, encoder) it built to count the cached images, or (None, None)."""
     from .bench import fit_seconds_estimate
     from .datasets import load_dataset
     from .encoders import create_encoder
@@ -545,7 +548,7 @@ def _say_plan(args, settings, config, n_runs: int, todo: list) -> None:
     if not todo:
         print(f"crossgate {args.command}: all {n_runs} runs are already in {out / 'results.jsonl'}; rebuilding "
               "the reports")
-        return
+        return None, None
     dataset = load_dataset(args.dataset, settings, templates=args.templates)
     encoder = create_encoder(args.backbone, cache_dir=settings.cache_dir, device=settings.torch_device(),
                              decode=settings.decode)
@@ -568,6 +571,7 @@ def _say_plan(args, settings, config, n_runs: int, todo: list) -> None:
           f"about {_duration(seconds)} on this machine ({device}, {processes} fit process(es)). Results go to "
           f"{out}/ (results.jsonl, summary.md, summary.csv, plots).", flush=True)
     ensure_writable_dir(out, "output folder", "--out")  # the folder exists from the start
+    return dataset, encoder
 
 
 def _duration(seconds: float) -> str:
