@@ -154,6 +154,11 @@ PROBE_SECONDS_PER_UPDATE = 9.0 / 12_800
 SCORE_SECONDS_PER_VIEW = 0.012  # scoring one fitted head on the test set or one corrupted copy of it
 
 
+def fit_processes(config: BenchConfig, runs: list[tuple]) -> int:
+    """Worker processes fitting `runs`: no more than draws or cores (each imports torch; more would only wait)."""
+    return max(1, min(config.jobs, len({(k, s) for _, k, s in runs}), os.cpu_count() or 1))
+
+
 def fit_seconds_estimate(config: BenchConfig, runs: list[tuple]) -> float:
     """About how long `runs` take to fit and score, spread over the worker processes (calibrated on the
     demo: 74 s of fits measured on two cores)."""
@@ -164,8 +169,7 @@ def fit_seconds_estimate(config: BenchConfig, runs: list[tuple]) -> float:
             total += PROBE_SECONDS_PER_UPDATE * (getattr(search, "iterations", None) or 12_800)
         else:
             total += FIT_SECONDS.get(method, 0.1)
-    draws = len({(k, s) for _, k, s in runs}) or 1
-    processes = max(1, min(config.jobs, draws, os.cpu_count() or 1))
+    processes = fit_processes(config, runs)
     # processes share memory bandwidth (about 15% slower each on two cores), and each imports torch first
     return total / processes * (1.15 if processes > 1 else 1.0) + (3.0 if processes > 1 else 0.0)
 
@@ -285,9 +289,7 @@ def _run_locked(config, features, backbone_identity, dataset_identity, methods, 
         # rows are still written in grid order, each as soon as every draw before it is done
         order = sorted(range(len(jobs)), key=lambda i: -jobs[i][1])
         finished, written = {}, 0
-        # no more processes than draws or cores: each imports torch, and more would only wait
-        processes = min(config.jobs, len(jobs), os.cpu_count() or 1)
-        with ctx.Pool(processes, initializer=_worker_init, initargs=(features,)) as pool:
+        with ctx.Pool(fit_processes(config, todo), initializer=_worker_init, initargs=(features,)) as pool:
             for i, results in zip(order, pool.imap(_worker_run, [jobs[i] for i in order]), strict=True):
                 finished[i] = results
                 notify_draw(jobs[i], results)

@@ -46,12 +46,17 @@ def non_negative_int(text: str) -> int:
     return 0 if text.strip() == "0" else positive_int(text)
 
 
-def int_list(text: str) -> tuple[int, ...]:
-    """'1,4,16' -> (1, 4, 16); every item a positive integer, no duplicates."""
+def _list_of(text: str, parse, what: str) -> tuple:
+    """'1,4,16' -> (parse('1'), parse('4'), parse('16')): at least one item, no duplicates."""
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
-        raise argparse.ArgumentTypeError("expected a comma-separated list of positive integers, got nothing")
-    return _unique(tuple(positive_int(t) for t in items), text)
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {what}, got nothing")
+    return _unique(tuple(parse(t) for t in items), text)
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """'1,4,16' -> (1, 4, 16); every item a positive integer, no duplicates."""
+    return _list_of(text, positive_int, "positive integers")
 
 
 MAX_SEED = 2 ** 63 - 1  # what torch's and numpy's generators take
@@ -66,10 +71,7 @@ def seed_value(text: str) -> int:
 
 def seed_list(text: str) -> tuple[int, ...]:
     """'1,2,3' -> (1, 2, 3): seeds, each within what the generators take, no duplicates."""
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError("expected a comma-separated list of seeds, got nothing")
-    return _unique(tuple(seed_value(t) for t in items), text)
+    return _list_of(text, seed_value, "seeds")
 
 
 def _unique(values: tuple, text: str) -> tuple:
@@ -139,13 +141,13 @@ def method_configs_from(args, methods=None) -> dict:
     a method that is not run (`--gate-d-proj` with `--method gate-joint`) is refused, not ignored."""
     from .config import config_fields
 
-    configs = {}
-    for prefix, (cls, owners) in method_flag_groups().items():
+    configs, groups = {}, method_flag_groups()
+    for prefix, (cls, owners) in groups.items():
         given = {f.name: getattr(args, f"config:{prefix}:{f.name}", None) for f in config_fields(cls)}
         given = {k: v for k, v in given.items() if v is not None}
         if given and methods is not None and not set(owners) & set(methods):
             flag = f"--{prefix}-{next(iter(given)).replace('_', '-')}"
-            others = {m: flag_prefix for flag_prefix, (_, ms) in method_flag_groups().items() for m in ms}
+            others = {m: flag_prefix for flag_prefix, (_, ms) in groups.items() for m in ms}
             hint = "; ".join(f"--{others[m]}-* for {m}" for m in methods if m in others)
             raise UserError(f"{flag} configures {', '.join(owners)}, which this run does not fit"
                             + (f" (its flags: {hint})" if hint else "") + "; drop it or run that method")
@@ -426,10 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def index_list(text: str) -> tuple[int, ...]:
     """'0,4,17' -> (0, 4, 17): positions in a split, no duplicates."""
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError("expected a comma-separated list of 0-based positions, got nothing")
-    return _unique(tuple(non_negative_int(t) for t in items), text)
+    return _list_of(text, non_negative_int, "0-based positions")
 
 
 def build_settings(args):
@@ -538,7 +537,7 @@ def cmd_bench(args, settings) -> int:
 def _say_plan(args, settings, config, n_runs: int, todo: list) -> tuple:
     """Before any work: what will be encoded and fitted, about how long it takes, and where results go.
     Returns the (dataset, encoder) it built to count the cached images, or (None, None)."""
-    from .bench import fit_seconds_estimate
+    from .bench import fit_processes, fit_seconds_estimate
     from .datasets import load_dataset
     from .encoders import create_encoder
     from .pipeline import feature_cache
@@ -559,7 +558,7 @@ def _say_plan(args, settings, config, n_runs: int, todo: list) -> tuple:
     # images/s measured (README, Speed): lite ~22 per CPU core; a CLIP-sized model about 5; a GPU thousands
     rate = 2000 if device.startswith("cuda") else (22 if args.backbone == "lite" else 5) * cores
     seconds = to_encode / rate + fit_seconds_estimate(config, todo)
-    processes = max(1, min(config.jobs, len({(k, s) for _, k, s in todo}), cores))
+    processes = fit_processes(config, todo)
     n_corrupt = len(config.corruptions)
     corrupt = f", each scored on {n_corrupt} corruption{'s' * (n_corrupt != 1)}" if n_corrupt else ""
     n_methods = len(config.resolved_methods())
@@ -680,12 +679,12 @@ def cmd_explain(args, settings) -> int:
     config = method_configs_from(args, [args.method]).get(args.method)
     encoder, dataset, feats = _load(args, settings)
     clf, _ = fit_one(feats, args.method, args.shots, args.seed, config, settings.torch_device())
-    images = feats.split(args.split)
+    images, split_items = feats.split(args.split), dataset.split(args.split)
     positions = images.kept if images.kept is not None else np.arange(len(images.labels))  # rows -> split positions
     if args.images is None:
         chosen = [int(np.flatnonzero(images.labels == c)[0]) for c in np.unique(images.labels)]
     else:
-        n = len(dataset.split(args.split))
+        n = len(split_items)
         bad = [i for i in args.images if i >= n]
         if bad:
             raise UserError(f"position {bad[0]} is out of range: the {args.split} split has {n} images "
@@ -695,7 +694,7 @@ def cmd_explain(args, settings) -> int:
     indices, weights = clf.explain(x)
     predicted = clf.predict(x)
     names = feats.classnames
-    paths = dataset.split(args.split).paths
+    paths = split_items.paths
     print(f"{args.method} on {dataset.name} · {args.backbone} · {args.shots}-shot seed {args.seed}: "
           f"the texts each image selected (k = {indices.shape[1]}), with their weights")
     for row, i in enumerate(chosen):

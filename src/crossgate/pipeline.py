@@ -28,12 +28,11 @@ def load_features(dataset_name: str = "fashion-mnist", backbone: str = "lite", s
     or computed into it. `settings` (crossgate.settings.Settings) defaults to what the CLI does without
     flags: the cache in $CROSSGATE_CACHE or ~/.cache/crossgate, the device auto-detected. `encoder` and
     `dataset`, when given, are those names already built (a CLIP model is not loaded twice)."""
+    from .datasets import load_dataset
+    from .encoders import create_encoder
     from .settings import Settings
 
     settings = settings or Settings()
-    from .datasets import load_dataset
-    from .encoders import create_encoder
-
     dataset = dataset or load_dataset(dataset_name, settings, templates=templates)
     encoder = encoder or create_encoder(backbone, cache_dir=settings.cache_dir, device=settings.torch_device(),
                                         decode=settings.decode)

@@ -13,13 +13,13 @@ def progress(total: int | None = None, desc: str = "", unit: str = "it", enabled
         from tqdm.auto import tqdm
 
         return tqdm(total=total, desc=desc, unit=unit, initial=initial, dynamic_ncols=True, **tqdm_options)
-    return _LogLine(desc, unit, enabled, initial)
+    return _LogLine(desc, unit, enabled)
 
 
 class _LogLine:
-    def __init__(self, desc: str, unit: str, enabled: bool, initial: int):
+    def __init__(self, desc: str, unit: str, enabled: bool):
         self.desc, self.unit, self.enabled = desc, unit, enabled
-        self.n, self._first, self._start = 0, initial, time.perf_counter()
+        self.n, self._start = 0, time.perf_counter()  # the work of this run: resumed work is not counted
 
     def update(self, n: int = 1) -> None:
         self.n += n

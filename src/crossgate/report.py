@@ -189,8 +189,8 @@ def plot_accuracy(by_method: dict[str, dict[int, tuple]], title: str, chance: fl
         shots = sorted(per)
         nudge = 2 ** (0.03 * (i - (len(lines) - 1) / 2))  # on the log2 axis: a fixed small offset per method
         ax.errorbar([k * nudge for k in shots], [per[k][0] for k in shots], yerr=[per[k][1] for k in shots],
-                    marker=_MARKERS[i % len(_MARKERS)], linestyle=_LINES[(i // len(_MARKERS)) % len(_LINES)
-                                                                         if i < len(_MARKERS) else i % len(_LINES)],
+                    marker=_MARKERS[i % len(_MARKERS)],  # solid lines while markers tell methods apart
+                    linestyle=_LINES[0] if i < len(_MARKERS) else _LINES[i % len(_LINES)],
                     color="black" if method == "gate-joint" else colors[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20],
                     markersize=5, linewidth=2.0 if method == "gate-joint" else 1.0, capsize=2, elinewidth=0.8,
                     label=method)
