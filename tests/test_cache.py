@@ -61,7 +61,7 @@ def test_hit_does_no_encoder_work(tmp_path, tiny, embedded):
     assert np.array_equal(first.x, second.x) and np.array_equal(first_text.x, second_text.x)
     manifest = json.loads(next((tmp_path / "features" / "image").glob("*.json")).read_text())
     assert manifest["key"] == {"encoder": tiny.identity, "dataset": embedded.identity, "split": "val",
-                               "view": "center"}
+                               "view": "center", "pixels": "exif"}
     assert {"crossgate", "torch", "numpy"} <= set(manifest["versions"])
 
 

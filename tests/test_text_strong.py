@@ -27,8 +27,10 @@ def zero_shot(cifar_features):
     return fit_one(cifar_features, "zeroshot", shots=4, seed=1)[1]["acc_test"]
 
 
+# CLAP's drift is chaotic (SGD at lr 0.1): on torch 2.14.1 / numpy 2.4.6 this draw gives 81.5 against zero-shot's
+# 79.5 on the main of before as on this one, on earlier builds it fell below; so not strict
 @pytest.mark.parametrize("method", ["gda", "proker", "lpp", "tip", pytest.param("clap", marks=pytest.mark.xfail(
-    strict=True, reason="measured: CLAP as published (SGD lr 0.1, 300 epochs, no validation set by design) drifts "
+    strict=False, reason="measured: CLAP as published (SGD lr 0.1, 300 epochs, no validation set by design) drifts "
                         "from zero-shot on lite, whose raw text features have norm about 0.83; its penalty "
                         "||w - t||^2 is not scale-free (README, Methods)"))])
 def test_not_below_zero_shot_at_four_shots(cifar_features, zero_shot, method):

@@ -4,6 +4,7 @@ Resumable: runs already in the results file are skipped. No printing; progress g
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,12 +21,14 @@ from .errors import UserError
 from .methods import FewShotClassifier, list_methods
 from .pipeline import fit_one, pct
 from .results import append_row, read_rows, repair, run_key
-from .storage import ensure_writable_dir
+from .storage import ensure_writable_dir, lock_file
 
 DEFAULT_SHOTS = (1, 2, 4, 8, 16)
 DEFAULT_SEEDS = (1, 2, 3)
+CORRUPTED_ONLY = ("corrupt_per_class",)  # settings that move only the corrupted rows' numbers
 # what rows written before these fields existed meant
-SETUP_DEFAULTS = {"train_views": ["center"], "templates": None, "corrupt_seed": 0}
+SETUP_DEFAULTS = {"train_views": ["center"], "templates": None, "corrupt_seed": 0, "corrupt_per_class": None,
+                  "skipped_images": {}}
 
 
 @dataclass
@@ -122,14 +125,50 @@ def _worker_init(features: DatasetFeatures) -> None:
     # Ctrl-C is the main process's to handle (it ends the pool and says one line); a worker's traceback
     # per process would bury that line
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _end_with_parent()
     _WORKER_FEATURES = features
+
+
+def _end_with_parent() -> None:
+    """On Linux, the kernel sends this worker SIGTERM when the process that started it dies, even by kill -9
+    (which gives the parent no chance to end its pool): no orphaned worker fits on for nobody."""
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _worker_run(job: tuple) -> list[list[dict]]:
     return run_draw(_WORKER_FEATURES, *job)
 
 
-OUR_FILES = ("results.jsonl", "summary.md", "summary.csv", LOCK_NAME := "results.jsonl.lock")
+OUR_FILES = ("results.jsonl", LOCK_NAME := "results.jsonl.lock", ".crossgate-written.json")
+
+
+def check_out_folder(out: Path) -> Path:
+    """Before any work: the results folder is new, empty, or one crossgate writes (results.jsonl a regular
+    file; every report file there written by crossgate and unchanged), and writable. Returns it, made."""
+    from .report import report_files
+    from .storage import OutputFolder
+
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; results go in a folder: choose another --out")
+    results = out / "results.jsonl"
+    if results.is_symlink() or (results.exists() and not results.is_file()):
+        kind = "a link" if results.is_symlink() else "a folder" if results.is_dir() else "not a regular file"
+        raise UserError(f"{results} is {kind}, not the results file crossgate appends to; move it away or choose "
+                        "another --out")
+    if out.is_dir() and not results.exists():
+        foreign = [p.name for p in out.iterdir() if p.name not in OUR_FILES + tuple(report_files(out))]
+        if foreign:
+            raise UserError(f"--out {out} holds files ({', '.join(sorted(foreign)[:3])}{', ...' * (len(foreign) > 3)})"
+                            " and no results.jsonl; crossgate would write summary.md, summary.csv and plots there: "
+                            "choose a new or empty folder")
+    OutputFolder(out).check(report_files(out))
+    return ensure_writable_dir(out, "output folder", "--out")
 
 
 def _variants(config: BenchConfig) -> list[tuple]:
@@ -182,24 +221,18 @@ def run_bench(config: BenchConfig, features: DatasetFeatures, backbone_identity:
     Rows are appended in grid order as they finish, so results.jsonl is the same for any --jobs. One run
     at a time writes to a folder (a second one is refused rather than duplicating rows).
     """
-    from filelock import FileLock, Timeout
+    from filelock import Timeout
 
     methods = config.resolved_methods()
-    out = Path(config.out).expanduser()
-    if out.is_dir() and not (out / "results.jsonl").exists():
-        foreign = [p.name for p in out.iterdir()
-                   if p.name not in OUR_FILES and p.suffix not in (".png", ".pdf", ".svg")]
-        if foreign:
-            raise UserError(f"--out {out} holds files of its own ({', '.join(sorted(foreign)[:3])}, ...) and no "
-                            "results.jsonl; crossgate would write summary.md, summary.csv and plots there: "
-                            "choose a new or empty folder")
-    out = ensure_writable_dir(out, "output folder", "--out")
-    lock = FileLock(out / LOCK_NAME)
+    out = check_out_folder(config.out)
+    lock = lock_file(out / LOCK_NAME)
     try:
         lock.acquire(timeout=0)
     except Timeout:
         raise UserError(f"another crossgate run is writing to {out}; wait for it to finish or choose another "
                         "--out") from None
+    except OSError as err:
+        raise UserError(f"cannot lock {out / LOCK_NAME} ({err.strerror or err}); remove it and run again") from None
     try:
         return _run_locked(config, features, backbone_identity, dataset_identity, methods, out, on_run)
     finally:
@@ -219,7 +252,8 @@ def _check_comparable(path: Path, existing: list[dict], config: BenchConfig, met
         if row.get("dataset") != config.dataset or row.get("backbone") != config.backbone:
             continue
         what = None
-        differs = [k for k, v in config.setup.items() if row.get(k, SETUP_DEFAULTS.get(k)) != v]
+        differs = [k for k, v in config.setup.items() if row.get(k, SETUP_DEFAULTS.get(k)) != v
+                   and not (k in CORRUPTED_ONLY and (row.get("corruption") is None or not config.corruptions))]
         if differs:
             what = (differs[0], row.get(differs[0], SETUP_DEFAULTS.get(differs[0])), config.setup[differs[0]])
         elif row.get("backbone_identity", backbone_identity) != backbone_identity:

@@ -21,6 +21,7 @@ from .encoders.base import Encoder
 from .errors import UserError
 from .extraction import ON_BAD_IMAGE, Chunks, UnreadableImages, chunk_summary, encode_chunks, entry_lock, merge_chunks
 from .features import ImageFeatures, TextFeatures, unit_rows  # noqa: F401  (re-exported)
+from .images import PIXELS_VERSION
 from .storage import ensure_writable_dir, load_arrays, save_arrays
 
 log = logging.getLogger("crossgate")
@@ -48,7 +49,9 @@ class DatasetFeatures:
         from .datasets.fewshot import choose_few_shot
 
         split = choose_few_shot(self.train.labels, self.val.labels, shots, seed, self.classnames, self.index_dir,
-                                self.train_paths, self.val_paths)
+                                self.train_paths, self.val_paths,
+                                # the labels of every split position, which the rows are only when none was skipped
+                                labels_are_positions=self.train.kept is None and self.val.kept is None)
         if not split.source.startswith("published:"):  # sampled from the rows themselves
             return split
         return replace(split, train=self.train.rows(split.train, "published few-shot training", self.train_paths),
@@ -88,7 +91,8 @@ class FeatureCache:
 
     @staticmethod
     def _image_key(encoder: Encoder, dataset: Dataset, split: str, view: str) -> dict:
-        return {"encoder": encoder.identity, "dataset": dataset.identity, "split": split, "view": view}
+        return {"encoder": encoder.identity, "dataset": dataset.identity, "split": split, "view": view,
+                "pixels": PIXELS_VERSION}
 
     def _image_stem(self, encoder: Encoder, dataset: Dataset, split: str, view: str) -> Path:
         return self._stem("image", self._image_key(encoder, dataset, split, view))
@@ -174,13 +178,15 @@ class FeatureCache:
         return TextFeatures(x=aligned, native=native, labels=labels, texts=texts)
 
     def corrupted_features(self, encoder: Encoder, dataset: Dataset, corruptions, seed: int = 0,
-                           per_class: int | None = None) -> tuple[dict, np.ndarray | None]:
+                           per_class: int | None = None,
+                           kept: np.ndarray | None = None) -> tuple[dict, np.ndarray | None]:
         """(Corruption -> the corrupted test images' features, or the corrupted prompts' features; the test
         positions corrupted). With `per_class`, only the first that many test images of each class are
-        corrupted (a class-balanced subset: the demo's robustness tables in a fraction of the time)."""
+        corrupted (a class-balanced subset: the demo's robustness tables in a fraction of the time), chosen
+        among `kept` (the test positions whose images were read) when some were skipped as unreadable."""
         positions, images = None, dataset
         if per_class is not None:
-            images, positions = TestSubset.first_per_class(dataset, per_class)
+            images, positions = TestSubset.first_per_class(dataset, per_class, kept)
         return ({c: self.image_features(encoder, images, "test", view=c.view(seed)) if c.kind == "image"
                  else self.text_features(encoder, dataset, c, seed) for c in corruptions}, positions)
 
@@ -256,11 +262,20 @@ class TestSubset(Dataset):
                              locate=(lambda i: test.locate(int(self._positions[i]))) if test.locate else None)
 
     @classmethod
-    def first_per_class(cls, dataset: Dataset, per_class: int) -> tuple[TestSubset, np.ndarray]:
+    def first_per_class(cls, dataset: Dataset, per_class: int,
+                        kept: np.ndarray | None = None) -> tuple[TestSubset, np.ndarray]:
+        """The first `per_class` test images of each class, among the `kept` positions when some images
+        were skipped as unreadable (a skipped image has no clean score to compare with)."""
         labels = dataset.split("test").labels
-        positions = np.sort(np.concatenate([np.flatnonzero(labels == c)[:per_class]
+        readable = np.ones(len(labels), bool)
+        tag = f"test-first-{per_class}-per-class"
+        if kept is not None:
+            readable[:] = False
+            readable[np.asarray(kept, dtype=np.int64)] = True
+            tag += "-readable-" + hashlib.sha256(np.asarray(kept, dtype=np.int64).tobytes()).hexdigest()[:8]
+        positions = np.sort(np.concatenate([np.flatnonzero((labels == c) & readable)[:per_class]
                                             for c in range(len(dataset.classnames))]))
-        return cls(dataset, positions, f"test-first-{per_class}-per-class"), positions
+        return cls(dataset, positions, tag), positions
 
     @property
     def identity(self) -> str:

@@ -504,7 +504,7 @@ def cmd_extract(args, settings) -> int:
 
 
 def cmd_bench(args, settings) -> int:
-    from .bench import BenchConfig, pending_runs, run_bench
+    from .bench import BenchConfig, check_out_folder, pending_runs, run_bench
     from .methods import METHODS
     from .progress import progress
     from .report import markdown_table, paired_markdown, summarize, write_reports
@@ -513,12 +513,18 @@ def cmd_bench(args, settings) -> int:
                          methods=args.methods, out=args.out, jobs=args.jobs,
                          configs=method_configs_from(args, args.methods or METHODS.names()),
                          setup={"train_views": ["center", "flip"] if args.flip else ["center"],
-                                "templates": args.templates, "corrupt_seed": args.corrupt_seed},
+                                "templates": args.templates, "corrupt_seed": args.corrupt_seed,
+                                # which test images were corrupted: only meaningful with corruptions
+                                "corrupt_per_class": args.corrupt_per_class if args.corrupt else None},
                          corruptions=args.corrupt, device=settings.torch_device())
     n_runs = len(config.resolved_methods()) * len(config.shots) * len(config.seeds)  # validates names early
+    check_out_folder(config.out)  # what the run will write, checked before any work
     todo = pending_runs(config)
     built = _say_plan(args, settings, config, n_runs, todo)
     encoder, dataset, feats = _load(args, settings, built)
+    # images left out as unreadable (--on-bad-image skip) change every number: part of what must match to resume
+    skipped = {s: len(dataset.split(s)) - len(feats.split(s).labels) for s in ("train", "val", "test")}
+    config.setup["skipped_images"] = {s: n for s, n in skipped.items() if n}
     with progress(total=len(todo), desc="fits", unit="run", enabled=settings.progress) as bar:
         rows = run_bench(config, feats, encoder.identity, dataset_identity=dataset.identity,
                          on_run=lambda row, key: bar.update(1) if row is not None else None)
@@ -579,13 +585,12 @@ def _duration(seconds: float) -> str:
 
 def cmd_train(args, settings) -> int:
     from .methods import METHODS
-    from .model import SavedModel, save_model
+    from .model import SavedModel, check_model_folder, save_model
     from .pipeline import fit_one
 
     if args.method not in METHODS:
         raise UserError(f"unknown method {args.method!r}; available: {', '.join(METHODS.names())}")
-    if args.out.exists() and not args.out.is_dir():
-        raise UserError(f"{args.out} is a file; a model is saved as a folder, choose another --out")
+    check_model_folder(args.out)  # before the fit: a folder that saving would wipe is refused now, not after
     config = method_configs_from(args, [args.method]).get(args.method)
     encoder, dataset, feats = _load(args, settings)
     clf, row = fit_one(feats, args.method, args.shots, args.seed, config, settings.torch_device())
@@ -613,6 +618,8 @@ def _image_files(inputs: list[Path]) -> list[Path]:
                 raise UserError(f"folder {p} has no images ({', '.join(sorted(EXTENSIONS))}); give image files")
         elif p.is_file():
             found = [p]
+        elif p.exists():  # a FIFO, a socket, a device: reading it could block or never end
+            raise UserError(f"{p} is not a regular file or folder (a pipe, socket or device); give image files")
         else:
             raise UserError(f"no such image file or folder: {p}")
         for f in found:
@@ -635,12 +642,9 @@ def cmd_predict(args, settings) -> int:
     model = load_model(args.model)
     files = _image_files(args.images)
     name = args.backbone or model.backbone
-    if args.backbone is None and model.backbone.startswith("openclip:") and "/" in model.backbone.partition("/")[2]:
-        # a model file never chooses a file to read: a local checkpoint comes from the command line
-        raise UserError(f"this model was fitted with a local checkpoint ({model.backbone}); give it with --backbone "
-                        "openclip:ARCH/PATH (the file is checked against the model's backbone identity)")
+    # a model file never chooses a file to read: a local checkpoint comes from the command line
     encoder = create_encoder(name, cache_dir=settings.cache_dir, device=settings.torch_device(),
-                             decode=settings.decode)
+                             decode=settings.decode, allow_files=args.backbone is not None)
     model.check_backbone(encoder.identity, name)
     x, files, bad = encode_files(encoder, files, settings)
     if bad:
@@ -744,7 +748,10 @@ def cmd_report(args, settings) -> int:
     from .report import summary_markdown, write_reports
     from .results import read_rows
 
-    rows = read_rows(args.dir / "results.jsonl")
+    results = args.dir / "results.jsonl"
+    if results.exists() and not results.is_file():
+        raise UserError(f"{results} is not a file; give the folder bench wrote its results.jsonl into")
+    rows = read_rows(results)
     if not rows:
         raise UserError(f"no results in {args.dir / 'results.jsonl'}; run `crossgate bench --out {args.dir}` first")
     if not os.access(args.dir, os.W_OK):
@@ -788,11 +795,33 @@ COMMANDS = {"backbones": cmd_list, "datasets": cmd_list, "methods": cmd_list, "e
             "report": cmd_report}
 
 
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()  # signal handlers can only be set there
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: worker pools are ended on the way out, finished work is kept."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     args = build_parser().parse_args(argv)
+    if threading_main():
+        signal.signal(signal.SIGTERM, _raise_terminated)
     if vars(args).get("offline") or os.environ.get("CROSSGATE_OFFLINE", "") not in ("", "0"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # pretrained weights from local caches only
     _log_warnings()
+    if (vars(args).get("dataset") or "").startswith("imagefolder:") and args.dataset[len("imagefolder:"):].strip():
+        from .datasets.imagefolder import canonical_name
+
+        args.dataset = canonical_name(args.dataset)  # DIR and DIR/ are one dataset: one name in rows and tables
     try:
         return COMMANDS[args.command](args, build_settings(args))
     except UserError as err:
@@ -809,9 +838,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"crossgate: error: a file name is too long for the file system ({err.filename}); use a shorter "
               "path or folder name", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("crossgate: interrupted; finished work is kept and the next run resumes", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        print(f"crossgate: {'terminated' if isinstance(err, Terminated) else 'interrupted'}; finished work is kept "
+              "and the next run resumes", file=sys.stderr)
+        return 143 if isinstance(err, Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -20,11 +20,11 @@ from .errors import UserError
 
 
 def param(default, help: str, *, choices: tuple | None = None, minimum: float | None = 0.0,
-          positive: bool = False, below: float | None = None):
+          positive: bool = False, below: float | None = None, length: int | None = None):
     """A config field: its default, one line of help, and what values it accepts (numbers: at least
-    `minimum`, or > 0 when `positive`, and less than `below`)."""
+    `minimum`, or > 0 when `positive`, and less than `below`; a list of exactly `length` items)."""
     return field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum,
-                                            "positive": positive, "below": below})
+                                            "positive": positive, "below": below, "length": length})
 
 
 def _hints(cls) -> dict:
@@ -37,7 +37,8 @@ def describe(tp, meta: dict) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join("none" if m is type(None) else describe(m, meta) for m in typing.get_args(tp))
     if origin is tuple:
-        return f"a comma-separated list of {describe(typing.get_args(tp)[0], meta)}"
+        count = f"{meta['length']} items, each " if meta.get("length") else ""
+        return f"a comma-separated list of {count}{describe(typing.get_args(tp)[0], meta)}"
     if tp is bool:
         return "true or false"
     if tp is str:
@@ -66,8 +67,8 @@ def _parse(tp, text: str, meta: dict):
         raise ValueError(f"expected {describe(tp, meta)}, got {text!r}")
     if origin is tuple:
         items = [t.strip() for t in text.split(",") if t.strip()]
-        if not items:
-            raise ValueError(f"expected {describe(tp, meta)}, got nothing")
+        if not items or (meta.get("length") and len(items) != meta["length"]):
+            raise ValueError(f"expected {describe(tp, meta)}, got {text!r}")
         return tuple(_parse(typing.get_args(tp)[0], t, meta) for t in items)
     if tp is bool:
         value = text.strip().lower()
@@ -131,7 +132,7 @@ def config_from_dict(cls, values: dict, what: str):
         raise UserError(f"{what}: unknown config field {unknown[0]!r} for {cls.__name__}")
     kwargs = {}
     for name, value in values.items():
-        text = ",".join(map(str, value)) if isinstance(value, list) else \
+        text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else \
             ("none" if value is None else str(value).lower() if isinstance(value, bool) else str(value))
         try:
             kwargs[name] = parse_field(cls, name, text)
@@ -139,3 +140,11 @@ def config_from_dict(cls, values: dict, what: str):
             raise UserError(f"{what}: config field {name!r} = {value!r} is invalid: {err}") from None
     return cls(**kwargs)
 
+
+
+def checked_config(config, what: str):
+    """`config` with every field checked as a flag's text would be (a config built in Python skips the
+    parser: APEConfig(weights=(1, 2, 3)) is refused here, not an IndexError in a fit)."""
+    from dataclasses import asdict
+
+    return config_from_dict(type(config), asdict(config), what)

@@ -9,7 +9,6 @@ number of images. Chunks can also be shared out among processes (torchrun ranks)
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import shutil
 from collections.abc import Iterator
@@ -25,8 +24,9 @@ from . import corruptions, pixels
 from .datasets.base import Split
 from .encoders.base import Encoder
 from .errors import UserError
+from .jsonio import read_json
 from .progress import progress
-from .storage import load_arrays, save_arrays, save_streamed
+from .storage import load_arrays, lock_file, save_arrays, save_streamed
 
 VIEWS = ("center", "flip")  # the encoder's center crop; the same of the horizontally mirrored image (Lin et al.)
 ON_BAD_IMAGE = ("fail", "skip")
@@ -319,10 +319,10 @@ def chunk_summary(chunks: Chunks) -> tuple[list, int]:
     bad, n_good = [], 0
     for start in chunks.starts():
         try:
-            manifest = json.loads(chunks.path(start).with_suffix(".json").read_text())
+            manifest = read_json(chunks.path(start).with_suffix(".json"), max_bytes=64 << 20)
             bad += manifest["bad"]
             n_good += manifest["tensors"]["positions"]["shape"][0]
-        except (OSError, ValueError, KeyError, TypeError, IndexError):
+        except (OSError, ValueError, KeyError, TypeError, IndexError):  # BadJSON is a ValueError
             raise UserError(f"chunk {chunks.path(start)} changed or vanished on disk before the merge; run "
                             "again (the chunks still there are kept and only the missing ones recomputed)") from None
     return bad, n_good
@@ -360,13 +360,9 @@ def entry_lock(stem: Path, lock_dir: Path | None = None):
     it done. The lock file holds no data, so a lock left by a killed process is released by the kernel.
     Lock files live in `lock_dir` (the cache's locks/ folder), not beside every entry; they are not removed,
     since unlinking a lock file another process is waiting on would let a third one take a second lock."""
-    from filelock import FileLock
-
     stem = Path(stem)
     folder = Path(lock_dir) if lock_dir is not None else stem.parent
     path = folder / f"{stem.parent.name}-{stem.name}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_dir():  # not a lock crossgate made (a lock is an empty file): out of the way
-        shutil.rmtree(path, ignore_errors=True)
-    with FileLock(path):
+    with lock_file(path, owner_is_crossgate=True):  # a folder or link there is not a lock crossgate made
         yield

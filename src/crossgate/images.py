@@ -2,6 +2,8 @@
 a missing, empty, truncated or undecodable file is a UserError that names it."""
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,8 @@ from .errors import UserError
 # least this long: several times faster for camera photos, and it leaves images whose shorter side is
 # under 2x this (all of Pets, Food-101 and ImageNet) untouched. Encoders see 224-336 px crops.
 DRAFT_MIN_SIDE = 448
+# what a file's pixels are (part of every image-feature cache key): "exif" = turned as its EXIF orientation says
+PIXELS_VERSION = "exif"
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -32,14 +36,33 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def upright(image: Image.Image) -> Image.Image:
+    """The image as every viewer shows it: turned and mirrored as its EXIF orientation tag says (a phone
+    stores a portrait photo as landscape plus the tag)."""
+    from PIL import ImageOps
+
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001  (a malformed EXIF block: the pixels as stored)
+        return image
+    return ImageOps.exif_transpose(image) if orientation not in (None, 1) else image
+
+
 def open_rgb(path: Path, missing_hint: str) -> Image.Image:
     """An image file as RGB; a missing or unreadable file is a UserError naming it."""
     try:
-        with Image.open(path) as img:
-            if img.format == "JPEG" and min(img.size) >= 2 * DRAFT_MIN_SIDE:
-                img.draft("RGB", (DRAFT_MIN_SIDE, DRAFT_MIN_SIDE))
-            img.load()  # decode now: a truncated file fails here, not later in a worker
-            return to_rgb(img)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.format == "JPEG" and min(img.size) >= 2 * DRAFT_MIN_SIDE:
+                    img.draft("RGB", (DRAFT_MIN_SIDE, DRAFT_MIN_SIDE))
+                img.load()  # decode now: a truncated file fails here, not later in a worker
+                image = to_rgb(upright(img))
+        if any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught):
+            logging.getLogger("crossgate").warning("%s is a very large image (%.0f megapixels); it is read anyway, "
+                                                   "slowly (encoders see a 224-336 px crop)", path,
+                                                   img.size[0] * img.size[1] / 1e6)
+        return image
     except FileNotFoundError:
         raise UserError(f"missing image {path}; {missing_hint}") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:

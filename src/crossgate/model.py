@@ -19,8 +19,9 @@ import numpy as np
 from . import __version__
 from .encoders.base import same_model
 from .errors import UserError
+from .jsonio import BadJSON, read_json
 from .methods import METHODS, FewShotClassifier
-from .storage import load_arrays, save_arrays
+from .storage import load_arrays, save_arrays, write_error
 
 FORMAT = "crossgate-model/1"
 STEM = "model"
@@ -43,11 +44,39 @@ class SavedModel:
                             f"but backbone {name!r} is {identity}; predict with --backbone {self.backbone}")
 
 
-def save_model(path: Path, model: SavedModel) -> Path:
-    """Write MODEL/model.safetensors and MODEL/model.json atomically (the JSON last); returns the folder."""
+def check_model_folder(path: Path) -> Path:
+    """Where a model may be saved: a new or empty folder, or one that crossgate wrote as a model (its two
+    files and nothing else, the weights matching the checksum in model.json). Saving replaces the folder
+    whole, so anything else there (a thesis, a dataset's images) would be lost: refused in one line."""
     path = Path(path).expanduser()
-    if path.exists() and not path.is_dir():
+    here = Path.cwd().resolve()
+    resolved = path.resolve()
+    if resolved == here or resolved in here.parents or resolved == Path.home().resolve():
+        raise UserError(f"--out {path} is the current folder, one above it or your home folder; a model is saved "
+                        "as a folder of its own, which saving replaces: give a new folder name")
+    if path.is_symlink():
+        raise UserError(f"--out {path} is a link; give the model folder itself, or a new folder name")
+    if not path.exists():
+        return path
+    if not path.is_dir():
         raise UserError(f"{path} is a file; a model is saved as a folder, choose another --out")
+    names = sorted(p.name for p in path.iterdir())
+    if not names or (names == sorted((f"{STEM}.json", f"{STEM}.safetensors")) and _written_by_crossgate(path)):
+        return path
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    raise UserError(f"--out {path} holds files that are not a crossgate model ({shown}), and saving replaces the "
+                    "folder whole; give a new or empty folder, or a model folder crossgate wrote")
+
+
+def _written_by_crossgate(path: Path) -> bool:
+    entry = load_arrays(path / STEM)
+    return entry is not None and isinstance(entry[1], dict) and entry[1].get("format") == FORMAT
+
+
+def save_model(path: Path, model: SavedModel) -> Path:
+    """Write MODEL/model.safetensors and MODEL/model.json atomically (the JSON last); returns the folder.
+    Only a new, empty or crossgate model folder is replaced (check_model_folder)."""
+    path = check_model_folder(path)
     arrays, state = model.classifier.fitted_state()
     meta = {"format": FORMAT, "crossgate_version": __version__, "method": model.method,
             "params": jsonable(model.classifier.get_params()), "state": state, "backbone": model.backbone,
@@ -58,20 +87,32 @@ def save_model(path: Path, model: SavedModel) -> Path:
     except TypeError as err:
         raise TypeError(f"{model.method} has learned state that is not JSON: {err}") from None
     # the new pair is written in a folder of its own and swapped in whole: a crash at any point leaves the
-    # old model (or, between the two renames, its copy beside it) complete, never a mixed pair
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.new-"))
+    # old model (or, between the two renames, its copy beside it) complete, never a mixed pair; a failed
+    # rename puts the old model back and leaves no temporary folder behind
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        new = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.new-"))
+    except OSError as err:
+        raise write_error(path, err) from None
+    old = None
     try:
         save_arrays(new / STEM, arrays, meta)
         if path.exists():
             old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old-"))
             os.replace(path, old / path.name)
-            os.replace(new, path)
-            shutil.rmtree(old, ignore_errors=True)
+            try:
+                os.replace(new, path)
+            except OSError:
+                os.replace(old / path.name, path)
+                raise
         else:
             os.replace(new, path)
+    except OSError as err:
+        raise write_error(path, err) from None
     finally:
         shutil.rmtree(new, ignore_errors=True)
+        if old is not None and (path / f"{STEM}.json").exists():  # the old model is in place or replaced
+            shutil.rmtree(old, ignore_errors=True)
     return path
 
 
@@ -84,9 +125,9 @@ def load_model(path: Path) -> SavedModel:
         raise UserError(f"{path} is not a crossgate model (expected {STEM}.json and {STEM}.safetensors in it); "
                         "create one with `crossgate train`")
     try:
-        json.loads(stem.with_name(STEM + ".json").read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{path}: {STEM}.json is not valid JSON; copy the model again or retrain it") from None
+        read_json(stem.with_name(STEM + ".json"), max_bytes=64 << 20)
+    except (OSError, BadJSON) as err:
+        raise UserError(f"{path}: {STEM}.json is not valid JSON ({err}); copy the model again or retrain it") from None
     entry = load_arrays(stem)
     if entry is None:
         raise UserError(f"model {path} is damaged: its weights do not match the checksum in {STEM}.json; "
@@ -98,12 +139,25 @@ def load_model(path: Path) -> SavedModel:
                         f"available: {', '.join(METHODS.names())}")
     classifier = _estimator(meta["method"], meta.get("params") or {}, f"model {path}")
     classifier.load_fitted_state(arrays, meta["state"])
-    if classifier.n_classes_ != len(meta["classnames"]):
-        raise UserError(f"model {path} has {classifier.n_classes_} outputs but {len(meta['classnames'])} class "
-                        "names; it is damaged")
+    _check_outputs(classifier, len(meta["classnames"]), f"model {path}")
     return SavedModel(classifier=classifier, method=meta["method"], backbone=meta["backbone"],
                       backbone_identity=meta["backbone_identity"], classnames=meta["classnames"],
                       templates=meta["templates"], dataset=meta.get("dataset", ""), info=meta.get("info", {}))
+
+
+def _check_outputs(classifier: FewShotClassifier, n_classes: int, what: str) -> None:
+    """The restored arrays fit together: one forward pass on a zero feature row gives one probability per
+    class name (a weight matrix of another shape is a damaged file, not a traceback or 5 outputs for 3 names)."""
+    if classifier.n_classes_ != n_classes:
+        raise UserError(f"{what} has {classifier.n_classes_} outputs but {n_classes} class names; it is damaged")
+    try:
+        with np.errstate(all="ignore"):
+            proba = classifier.predict_proba(np.zeros((1, classifier.n_features_in_), np.float32))
+    except Exception as err:  # noqa: BLE001  (a shape mismatch inside any method's forward)
+        raise UserError(f"{what}: its weights do not fit together ({type(err).__name__}: "
+                        f"{' '.join(str(err).split())[:160]}); it is damaged, copy it again or retrain it") from None
+    if proba.shape != (1, n_classes):
+        raise UserError(f"{what} predicts {proba.shape[-1]} classes but has {n_classes} class names; it is damaged")
 
 
 def _check_document(meta, what: str) -> None:

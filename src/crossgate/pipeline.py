@@ -39,7 +39,8 @@ def load_features(dataset_name: str = "fashion-mnist", backbone: str = "lite", s
     cache = feature_cache(settings)
     feats = cache.features(encoder, dataset, flip=flip)
     if corrupt:
-        corrupted, positions = cache.corrupted_features(encoder, dataset, corrupt, corrupt_seed, corrupt_per_class)
+        corrupted, positions = cache.corrupted_features(encoder, dataset, corrupt, corrupt_seed, corrupt_per_class,
+                                                        kept=feats.test.kept)
         rows = None if positions is None else feats.test.rows(positions, "corrupted test subset")
         feats = replace(feats, corrupted=corrupted, corrupted_rows=rows)
     return encoder, dataset, feats
@@ -82,6 +83,7 @@ def fit_one(features: DatasetFeatures, method: str, shots: int | str, seed: int,
         "hparams": jsonable(clf.chosen_),
         "params": jsonable(clf.get_params()),
         "n_train": len(ytr), "n_val": len(yval), "n_test": len(features.test.labels),
+        "n_classes": len(features.classnames),
         "split_source": split.source, "train_views": features.train_views(),
     }
 

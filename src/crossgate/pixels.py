@@ -116,8 +116,31 @@ def _plain_jpeg(data: bytes) -> bool:
             return marker in (0xC0, 0xC1) and pos + 10 <= end and data[pos + 9] == 3
         if marker == 0xDA:  # a scan before any frame header: not a valid JPEG
             return False
-        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if marker == 0xE1 and _exif_orientation(data[pos + 4:pos + 2 + length]) not in (None, 1):
+            return False  # stored turned: PIL turns it upright (the decoder would not)
+        pos += 2 + length
     return False
+
+
+def _exif_orientation(segment: bytes) -> int | None:
+    """The orientation tag (0x0112) of an APP1 Exif segment's first image directory, or None."""
+    if not segment.startswith(b"Exif\0\0") or len(segment) < 14:
+        return None
+    tiff = segment[6:]
+    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+    if order is None:
+        return None
+    at = int.from_bytes(tiff[4:8], order)
+    if at + 2 > len(tiff):
+        return None
+    for i in range(int.from_bytes(tiff[at:at + 2], order)):
+        entry = tiff[at + 2 + 12 * i:at + 14 + 12 * i]
+        if len(entry) < 12:
+            return None
+        if int.from_bytes(entry[:2], order) == 0x0112:
+            return int.from_bytes(entry[8:10], order)
+    return None
 
 
 def decode_jpegs(blobs: list[bytes | torch.Tensor], device: str) -> list[torch.Tensor | None]:

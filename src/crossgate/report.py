@@ -1,15 +1,19 @@
-"""results.jsonl -> tables (Markdown, CSV) and accuracy-vs-shots plots. Reads rows, never logs."""
+"""results.jsonl -> tables (Markdown, CSV) and accuracy-vs-shots plots. Reads rows; logs only what a plot
+cannot draw."""
 from __future__ import annotations
 
 import csv
 import io
+import logging
+import re
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from .results import read_rows
-from .storage import atomic_write_bytes, atomic_write_text
+from .storage import OutputFolder
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -160,11 +164,14 @@ def plot_file_name(dataset: str, backbone: str) -> str:
     """A readable name that always fits (long paths in a dataset name are cut and made unique by a digest)."""
     import hashlib
 
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{dataset}__{backbone}")
-    if len(safe.encode()) > 150:
-        digest = hashlib.sha256(f"{dataset}__{backbone}".encode("utf-8", "surrogateescape")).hexdigest()[:12]
-        safe = safe.encode()[:120].decode("utf-8", "ignore") + "__" + digest
-    return f"accuracy_vs_shots__{safe}.png"
+    exact = f"{dataset}__{backbone}"
+    safe = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_.") else "_" for ch in exact)
+    # a name changed on the way ("my photos" and "my_photos" both give my_photos), or one that a case-blind
+    # file system would fold into another, carries a digest of the exact names: one plot per dataset
+    if safe != exact or safe != safe.lower() or len(safe) > 150:
+        digest = hashlib.sha256(exact.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+        safe = safe[:120] + "__" + digest
+    return f"{PLOT_PREFIX}{safe}.png"
 
 
 PLOT_FORMATS = ("png", "pdf", "svg")  # a PNG to look at, vector files for a paper or a slide
@@ -208,14 +215,23 @@ def plot_accuracy(by_method: dict[str, dict[int, tuple]], title: str, chance: fl
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format=fmt, metadata={"Date": None} if fmt == "svg" else None)
+    with warnings.catch_warnings(record=True) as caught:  # matplotlib warns once per glyph its font lacks
+        warnings.simplefilter("always")
+        fig.tight_layout()
+        fig.savefig(buf, format=fmt, metadata={"Date": None} if fmt == "svg" else None)
     plt.close(fig)
+    missing = sorted({m.group(1) for w in caught if (m := re.search(r"Glyph \d+ \((.*?)\) missing", str(w.message)))})
+    if missing and fmt == "png":  # once per plot, not per format
+        logging.getLogger("crossgate").warning("the plot's font cannot draw %s in %r; they show as boxes",
+                                               ", ".join(missing), title)
     return buf.getvalue()
 
 
 def chance_level(rows: list[dict]) -> float | None:
-    """100 / classes, the classes read off a clean row: its training images / (shots x views)."""
+    """100 / classes: the classes a row names, else (rows of before) its training images / (shots x views)."""
+    for r in rows:
+        if r.get("n_classes"):
+            return 100.0 / r["n_classes"]
     for r in rows:
         shots, views = r.get("shots"), len(r.get("train_views") or ["center"])
         if r.get("corruption") is None and isinstance(shots, int) and r.get("n_train"):
@@ -223,20 +239,29 @@ def chance_level(rows: list[dict]) -> float | None:
     return None
 
 
+REPORT_NAMES = ("summary.md", "summary.csv")
+PLOT_PREFIX = "accuracy_vs_shots__"
+
+
+def report_files(out: Path) -> list[str]:
+    """The names of the report files in `out` now: what a rebuild may overwrite."""
+    out = Path(out)
+    plots = sorted(p.name for p in out.glob(f"{PLOT_PREFIX}*") if p.suffix[1:] in PLOT_FORMATS) if out.is_dir() else []
+    return [*REPORT_NAMES, *plots]
+
+
 def write_reports(out: Path, rows: list[dict] | None = None) -> list[Path]:
     """summary.md, summary.csv and one plot per (dataset, backbone) in `out` (PNG, PDF and SVG), from
-    results.jsonl."""
-    out = Path(out)
-    rows = read_rows(out / "results.jsonl") if rows is None else rows
-    written = [out / "summary.md", out / "summary.csv"]
-    atomic_write_text(written[0], summary_markdown(rows))
-    atomic_write_text(written[1], summary_csv(rows))
+    results.jsonl. A file of those names that crossgate did not write there is refused before any is written."""
+    out = OutputFolder(out)
+    rows = read_rows(out.path / "results.jsonl") if rows is None else rows
+    files = {"summary.md": summary_markdown(rows).encode(), "summary.csv": summary_csv(rows).encode()}
     for (dataset, backbone), by_method in summarize(rows).items():
         mine = [r for r in rows if r["dataset"] == dataset and r["backbone"] == backbone]
         seeds = ",".join(str(s) for s in sorted({r["seed"] for r in mine}))
         title = f"{dataset} · {backbone} · mean ± std over seeds {seeds}"
         for fmt in PLOT_FORMATS:
-            path = out / plot_file_name(dataset, backbone).replace(".png", f".{fmt}")
-            atomic_write_bytes(path, plot_accuracy(by_method, title, chance_level(mine), fmt))
-            written.append(path)
-    return written
+            files[plot_file_name(dataset, backbone).replace(".png", f".{fmt}")] = plot_accuracy(
+                by_method, title, chance_level(mine), fmt)
+    out.check(files)
+    return [out.write_bytes(name, data) for name, data in files.items()]

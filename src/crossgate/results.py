@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 from .errors import UserError
-from .storage import atomic_write_bytes
+from .jsonio import BadJSON, parse_json
+from .storage import atomic_write_bytes, write_error
 
 RUN_KEY = ("dataset", "backbone", "method", "shots", "seed")
 
@@ -27,8 +28,8 @@ def read_rows(path: Path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
+            row = parse_json(line)
+        except BadJSON:
             if number < len(lines):  # the last line may be cut short by a crash: repair() drops it
                 bad.append(number)
             continue
@@ -44,16 +45,32 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
+def _number(value, low: float = 0.0, high: float = 100.0) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+
+
+def _count(value, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+# the fields report and resume read, and what each must be; a field absent from a row is fine unless required
+_ROW_FIELDS = {
+    "dataset": lambda v: isinstance(v, str), "backbone": lambda v: isinstance(v, str),
+    "method": lambda v: isinstance(v, str), "shots": lambda v: _count(v, 1), "seed": lambda v: _count(v),
+    "acc_test": _number, "acc_clean": _number, "gate_top1_shift": _number, "gate_top1_true_class": _number,
+    "n_train": lambda v: _count(v, 1), "n_classes": lambda v: _count(v, 1),
+    "corruption": lambda v: v is None or isinstance(v, str), "severity": lambda v: v is None or _count(v, 1),
+    "train_views": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+}
+_REQUIRED = ("dataset", "backbone", "method", "shots", "seed", "acc_test")
+
+
 def valid_row(row) -> bool:
-    """A row crossgate could have written: its key fields, an accuracy, and the right types."""
-    if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("dataset", "backbone", "method")):
+    """A row crossgate's bench could have written: its key fields, an accuracy, and every field that report
+    reads of the right type (bench writes integer shots; `train`'s "all" never goes into results.jsonl)."""
+    if not isinstance(row, dict) or not all(k in row for k in _REQUIRED):
         return False
-    if not isinstance(row.get("seed"), int) or isinstance(row.get("seed"), bool):
-        return False
-    if not (isinstance(row.get("shots"), int) and not isinstance(row["shots"], bool)) and row.get("shots") != "all":
-        return False
-    acc = row.get("acc_test")
-    return isinstance(acc, (int, float)) and not isinstance(acc, bool) and 0 <= acc <= 100
+    return all(check(row[k]) for k, check in _ROW_FIELDS.items() if k in row)
 
 
 def repair(path: Path) -> None:
@@ -82,6 +99,5 @@ def append_row(path: Path, row: dict) -> None:
             f.write(dumps_row(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
-    except OSError as err:
-        raise UserError(f"cannot append to {path} ({err.strerror or err}); free some space and run again: "
-                        "finished runs are kept") from None
+    except OSError as err:  # the advice fits the cause: space for a full disk, another place for the rest
+        raise UserError(f"{write_error(path, err)} (finished runs are kept)") from None

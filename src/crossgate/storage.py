@@ -14,9 +14,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from .errors import UserError
+from .jsonio import BadJSON, read_json
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -44,7 +46,7 @@ def _replaced_atomically(path: Path, durable: bool = True):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as err:
-        raise _write_error(path, err) from None
+        raise write_error(path, err) from None
     os.close(fd)
     try:
         yield Path(tmp)
@@ -53,20 +55,35 @@ def _replaced_atomically(path: Path, durable: bool = True):
                 os.fsync(f.fileno())
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
-    except OSError as err:
+    except (OSError, SafetensorError) as err:
         Path(tmp).unlink(missing_ok=True)
-        raise _write_error(path, err) from None
+        raise write_error(path, _as_os_error(err)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def _write_error(path: Path, err: OSError) -> UserError:
+def _as_os_error(err: Exception) -> OSError:
+    """safetensors reports a failed write as SafetensorError("... IoError(Os { code: 28, ... message: "No space
+    left on device" })"): the OSError it wraps, so that it is worded like any other write error."""
+    import re
+
+    if isinstance(err, OSError):
+        return err
+    text = str(err)
+    code = re.search(r"code: (\d+)", text)
+    message = re.search(r'message: "([^"]*)"', text)
+    return OSError(int(code.group(1)) if code else 0, message.group(1) if message else " ".join(text.split()))
+
+
+def write_error(path: Path, err: OSError) -> UserError:
     import errno
 
     advice = {errno.ENOSPC: "free some space and run again", errno.EDQUOT: "free some space and run again",
-              errno.ENAMETOOLONG: "use a shorter path"}.get(err.errno, "write somewhere writable instead "
-                                                                  "(--out, --cache-dir or another folder)")
+              errno.ENAMETOOLONG: "use a shorter path",
+              errno.EISDIR: "a folder stands where that file goes: move it away",
+              errno.ELOOP: "a link loop stands where that file goes: remove it"}.get(
+        err.errno, "write somewhere writable instead (--out, --cache-dir or another folder)")
     return UserError(f"cannot write {path} ({err.strerror or err}); {advice}")
 
 
@@ -146,8 +163,8 @@ def load_arrays(stem: Path) -> tuple[dict[str, np.ndarray], dict] | None:
     if not manifest_path.is_file() or not tensor_path.is_file():
         return None
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        manifest = read_json(manifest_path, max_bytes=16 << 20)
+    except (OSError, BadJSON):
         return None
     if not isinstance(manifest, dict) or manifest.get("sha256") != sha256_file(tensor_path):
         return None  # valid JSON of another shape (null, a list) is as good as no manifest
@@ -173,3 +190,68 @@ def ensure_writable_dir(path: Path, what: str, flag: str) -> Path:
     except OSError as err:
         raise UserError(f"{what} {path} is not writable ({err.strerror}); choose another with {flag}") from err
     return path
+
+
+def lock_file(path: Path, owner_is_crossgate: bool = False):
+    """A FileLock on `path`, which must be a regular file or absent. A folder or a link there is not a lock
+    crossgate made: in a folder crossgate owns (the cache) it is moved out of the way, elsewhere (a results
+    folder) it is refused in one line rather than followed."""
+    import shutil
+
+    from filelock import FileLock
+
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        if not owner_is_crossgate:
+            kind = "a link" if path.is_symlink() else "a folder" if path.is_dir() else "not a regular file"
+            raise UserError(f"{path} is {kind}, not the lock file crossgate makes there; remove it and run again")
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return FileLock(path)
+
+
+LEDGER = ".crossgate-written.json"  # in a results folder: name -> sha256 of each file crossgate wrote there
+
+
+class OutputFolder:
+    """A folder of the user's choosing that crossgate writes named files into (a results folder). A file
+    already there is overwritten only when crossgate can tell that it wrote it: the folder's ledger holds
+    the sha256 of every file crossgate wrote, and the file still has that content. A name alone proves
+    nothing: the user's own summary.md, or one edited since, is refused in one line before any work."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path).expanduser()
+
+    def _ledger(self) -> dict:
+        try:
+            ledger = read_json(self.path / LEDGER, max_bytes=1 << 20)
+        except (OSError, BadJSON):
+            return {}
+        return ledger if isinstance(ledger, dict) else {}
+
+    def check(self, names, flag: str = "--out") -> None:
+        """Every file of `names` that exists is a regular file crossgate wrote and nobody changed since."""
+        ledger = None
+        for name in names:
+            target = self.path / name
+            if not (target.exists() or target.is_symlink()):
+                continue
+            if target.is_symlink() or not target.is_file():
+                kind = "a link" if target.is_symlink() else "a folder" if target.is_dir() else "not a regular file"
+                raise UserError(f"{target} is {kind}, where crossgate writes its {name}; move it away or choose "
+                                f"another {flag}")
+            ledger = self._ledger() if ledger is None else ledger
+            if ledger.get(name) != sha256_file(target):
+                raise UserError(f"{target} was not written by crossgate, or was changed since, and crossgate would "
+                                f"overwrite it; move it away or choose another {flag}")
+
+    def write_bytes(self, name: str, data: bytes) -> Path:
+        self.check([name])
+        target = self.path / name
+        atomic_write_bytes(target, data)
+        ledger = self._ledger()
+        ledger[name] = hashlib.sha256(data).hexdigest()
+        atomic_write_text(self.path / LEDGER, json.dumps(ledger, indent=1, sort_keys=True))
+        return target

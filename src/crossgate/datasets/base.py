@@ -90,6 +90,18 @@ def files_split(folder: Path, paths: list[str], labels, missing_hint: str) -> Sp
                  locate=lambda i: folder / paths[i], missing_hint=missing_hint)
 
 
+def inside(relative: str) -> bool:
+    """Whether a path a file list gives (a split file's entry) stays inside the folder it is relative to:
+    not absolute, no '..' that climbs out, no NUL. Checked as text, so a link the user made inside the
+    dataset still works."""
+    import os
+
+    if not relative or "\0" in relative or os.path.isabs(relative) or relative.startswith("~"):
+        return False
+    normal = os.path.normpath(relative)
+    return normal != ".." and not normal.startswith("../") and normal != "."
+
+
 def digest_files(paths: list[Path]) -> str:
     h = hashlib.sha256()
     for p in paths:

@@ -9,13 +9,13 @@ et al. use. Pets and Food-101 download on first use; the others are read from di
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from .base import DATASETS, Dataset, Split, digest_files, files_split
+from ..jsonio import BadJSON, read_json
+from .base import DATASETS, Dataset, Split, digest_files, files_split, inside
 from .download import ensure_files, ensure_indices, remotes
 
 log = logging.getLogger("crossgate")
@@ -63,9 +63,9 @@ class CoopDataset(Dataset):
                             f"{self.folder / spec.images} (see CoOp's DATASETS.md; crossgate downloads only "
                             "oxford_pets and food101); put them there or point --data-root at a folder that has them")
         try:
-            self._items = json.loads(split_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise UserError(f"{split_path} is not valid JSON ({err}); download it again") from err
+            self._items = read_json(split_path)
+        except (OSError, BadJSON) as err:
+            raise UserError(f"{split_path} is not valid JSON ({err}); download it again") from None
         self.classnames = _check_split(self._items, split_path)
         self.templates = [spec.template]
         self._digest = digest_files([split_path])
@@ -115,6 +115,9 @@ def _check_split(items, path: Path) -> list[str]:
                     and isinstance(entry[1], int) and not isinstance(entry[1], bool) and entry[1] >= 0
                     and isinstance(entry[2], str) and entry[2].strip()):
                 raise bad(f"{split} entry {n} is {entry!r}, not [image path, label, class name]")
+            if not inside(entry[0]):
+                raise bad(f"{split} entry {n} names {entry[0]!r}, which is outside the dataset's images folder "
+                          "(paths are relative to it, without '..')")
             if split == "train" and names.setdefault(entry[1], entry[2]) != entry[2]:
                 raise bad(f"label {entry[1]} is named both {names[entry[1]]!r} and {entry[2]!r}")
     missing = sorted(set(range(max(names, default=-1) + 1)) - set(names))

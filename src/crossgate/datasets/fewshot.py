@@ -1,13 +1,13 @@
 """The one few-shot sampler: class-balanced, deterministic, and never touching the test split."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
+from ..jsonio import read_json
 
 VAL_SHOTS_CAP = 4  # Lin et al.: the few-shot validation set has min(shots, 4) images per class
 
@@ -54,39 +54,70 @@ def _relative_to_images(impath: str) -> str:
     return impath.split("/images/", 1)[1] if "/images/" in impath else impath
 
 
-def read_index_file(path: Path, train_paths: list[str] | None = None,
-                    val_paths: list[str] | None = None) -> FewShotSplit:
-    """Lin et al.'s shot_K-seed_S.json: indices into the split's train and val lists. When the split's
-    paths are given, every index must name the image the file says it does."""
+def read_index_file(path: Path, train_paths: list[str] | None = None, val_paths: list[str] | None = None,
+                    shots: int | None = None, train_labels=None, val_labels=None) -> FewShotSplit:
+    """Lin et al.'s shot_K-seed_S.json: indices into the split's train and val lists, checked whole: each
+    index an integer in range, none repeated, as many indices as entries, and (where the split's paths and
+    labels are given) every entry naming the image and class of its index, with `shots` images per class in
+    train and min(shots, 4) in val."""
     path = Path(path)
+
+    def bad(why: str):
+        return UserError(f"{path} is not a few-shot index file of this split: {why}; download it again or "
+                         "remove it")
+
     try:
-        data = json.loads(path.read_text())
-        parts = {name: (np.asarray(data[name]["indices"], dtype=np.int64), data[name]["data"])
-                 for name in ("train", "val")}
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
-        raise UserError(f"{path} is not a few-shot index file ({err}); download it again or remove it") from err
-    for name, paths in (("train", train_paths), ("val", val_paths)):
-        indices, entries = parts[name]
-        if paths is None:
-            continue
-        if len(indices) and (indices.min() < 0 or indices.max() >= len(paths)):
-            raise UserError(f"{path}: {name} index out of range for a split of {len(paths)} images; "
-                            "the index file does not belong to this split file")
-        wrong = [(i, e["impath"]) for i, e in zip(indices, entries, strict=False)
-                 if _relative_to_images(e["impath"]) != paths[i]]
-        if wrong:
-            i, impath = wrong[0]
-            raise UserError(f"{path}: {name} index {i} is {paths[i]!r} in the split file but {impath!r} in the "
-                            f"index file ({len(wrong)} such); the index file does not belong to this split file")
-    return FewShotSplit(train=parts["train"][0], val=parts["val"][0], source=f"published:{path.name}")
+        data = read_json(path)
+    except (OSError, ValueError) as err:
+        raise bad(str(err)) from None
+    if not isinstance(data, dict):
+        raise bad("it must be an object with 'train' and 'val'")
+    parts = {}
+    for name, paths, labels in (("train", train_paths, train_labels), ("val", val_paths, val_labels)):
+        part = data.get(name)
+        if not isinstance(part, dict) or not isinstance(part.get("indices"), list) \
+                or not isinstance(part.get("data"), list):
+            raise bad(f"{name!r} needs 'indices' and 'data' lists")
+        indices, entries = part["indices"], part["data"]
+        if len(indices) != len(entries):
+            raise bad(f"{name} has {len(indices)} indices but {len(entries)} entries")
+        kinds = [i for i in indices if isinstance(i, bool) or not isinstance(i, int)]
+        if kinds:
+            raise bad(f"{name} index {kinds[0]!r} is not an integer")
+        repeated = sorted({i for i in indices if indices.count(i) > 1}) if len(set(indices)) != len(indices) else []
+        if repeated:
+            raise bad(f"{name} lists index {repeated[0]} more than once")
+        for i, entry in zip(indices, entries, strict=True):
+            if not isinstance(entry, dict) or not isinstance(entry.get("impath"), str):
+                raise bad(f"{name} entry of index {i} is {entry!r}, not an object with an 'impath'")
+        if paths is not None:
+            if indices and (min(indices) < 0 or max(indices) >= len(paths)):
+                raise bad(f"{name} index out of range for a split of {len(paths)} images")
+            wrong = [(i, e["impath"]) for i, e in zip(indices, entries, strict=True)
+                     if _relative_to_images(e["impath"]) != paths[i]]
+            if wrong:
+                i, impath = wrong[0]
+                raise bad(f"{name} index {i} is {paths[i]!r} in the split file but {impath!r} in the index file "
+                          f"({len(wrong)} such): the index file does not belong to this split file")
+        if labels is not None and shots is not None:
+            expected = shots if name == "train" else min(shots, VAL_SHOTS_CAP)
+            counts = np.bincount(np.asarray(labels, dtype=np.int64)[indices], minlength=int(np.max(labels)) + 1)
+            off = [c for c in range(len(counts)) if counts[c] != expected]
+            if off:
+                raise bad(f"{name} has {counts[off[0]]} images of class {off[0]}, not {expected} "
+                          f"({len(off)} classes off)")
+        parts[name] = np.asarray(indices, dtype=np.int64)
+    return FewShotSplit(train=parts["train"], val=parts["val"], source=f"published:{path.name}")
 
 
 def choose_few_shot(train_labels: np.ndarray, val_labels: np.ndarray, shots: int | str, seed: int,
                     classnames: list[str] | None = None, index_dir: Path | None = None,
-                    train_paths: list[str] | None = None, val_paths: list[str] | None = None) -> FewShotSplit:
+                    train_paths: list[str] | None = None, val_paths: list[str] | None = None,
+                    labels_are_positions: bool = True) -> FewShotSplit:
     """The published few-shot split when `index_dir/shot_K-seed_S.json` exists, otherwise our sampler."""
     if index_dir is not None and shots != "all":
         published = Path(index_dir) / f"shot_{shots}-seed_{seed}.json"
         if published.is_file():
-            return read_index_file(published, train_paths, val_paths)
+            labels = (train_labels, val_labels) if labels_are_positions else (None, None)
+            return read_index_file(published, train_paths, val_paths, shots, *labels)
     return few_shot_split(train_labels, val_labels, shots, seed, classnames)

@@ -37,16 +37,37 @@ def image_files(folder: Path) -> list[Path]:
                   and not any(hidden(part) for part in p.relative_to(folder).parts))
 
 
+def canonical_name(name: str) -> str:
+    """imagefolder:PATH with PATH absolute and resolved: `DIR`, `DIR/`, `./DIR` and a link to it are one
+    dataset (one set of results rows, one table)."""
+    return f"{PREFIX}{Path(name[len(PREFIX):]).expanduser().resolve()}"
+
+
 def with_article(template: str, name: str) -> str:
     """Our English templates' "a {}" as "an {}" before a vowel sound (by spelling: "an ankle boot", "an
     apple"; "a unicorn" stays wrong, which spelling cannot tell)."""
     return template.replace("a {}", "an {}") if name[:1].lower() in "aeiou" else template
 
 
+def content_digest(root: Path, items: dict[str, list[tuple[str, int]]]) -> str:
+    """What keys the folder's cached features: per image its split, path, class, size, modification time,
+    status-change time (ctime) and inode. Any write to a file, a rename, a swap of two files or a copy over
+    one changes its ctime or inode, which no tool can set back (touch and cp -p restore the modification
+    time only), so stale features cannot be read; content hashes would cost a read of every image on every
+    run (benchmarks/folder_digest.py measures both)."""
+    digest = hashlib.sha256()
+    for s in ("train", "val", "test"):
+        for rel, label in items[s]:
+            st = (root / rel).stat()
+            digest.update(f"{s}/{rel}/{label}/{st.st_size}/{st.st_mtime_ns}/{st.st_ctime_ns}/{st.st_dev}/"
+                          f"{st.st_ino};".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()[:16]
+
+
 class ImageFolderDataset(Dataset):
     def __init__(self, root: Path, templates: list[str] | None = None):
         self.root = Path(root).expanduser()
-        self.name = f"{PREFIX}{self.root}"
+        self.name = canonical_name(f"{PREFIX}{root}")  # one name for one folder, however it was typed
         if self.root.is_file():
             raise UserError(f"{self.root} is a file; imagefolder:PATH takes a folder with one sub-folder of images "
                             "per class")
@@ -54,12 +75,25 @@ class ImageFolderDataset(Dataset):
             raise UserError(f"image folder {self.root} does not exist; give imagefolder:PATH with one "
                             "sub-folder of images per class")
         split_dirs = {s: self.root / s for s in ("train", "val", "test")}
-        presplit = all(d.is_dir() for d in split_dirs.values())
+        given = [s for s, d in split_dirs.items() if d.is_dir()]
+        if given and len(given) < 3:
+            missing = [f"{s}/" for s in split_dirs if s not in given]
+            raise UserError(f"{self.root} has {' and '.join(f'{s}/' for s in given)} but no {' or '.join(missing)}: "
+                            "a pre-split folder needs all of train/, val/ and test/ (each with one sub-folder per "
+                            "class); or put the class folders directly in it")
+        presplit = len(given) == 3
         base = split_dirs["train"] if presplit else self.root
         folders = sorted(d.name for d in base.iterdir() if d.is_dir() and not hidden(d.name))
         if len(folders) < 2:
             raise UserError(f"{base} has {len(folders)} class folders; put the images of each class in a "
                             "sub-folder of its own (at least two classes)")
+        if presplit:
+            for s in ("val", "test"):
+                extra = sorted(d.name for d in split_dirs[s].iterdir() if d.is_dir() and not hidden(d.name)
+                               and d.name not in folders)
+                if extra:
+                    raise UserError(f"class folder {extra[0]!r} is in {split_dirs[s]} but not in {base} ({len(extra)} "
+                                    "such); every class needs training images: add them or remove the folder")
         self.classnames = self._classnames(folders)
         self.templates = [check_template(t) for t in (templates or TEMPLATES)]
         self._own_templates = templates is None  # ours choose "a" or "an"; a user's are used as given
@@ -68,7 +102,10 @@ class ImageFolderDataset(Dataset):
         for label, folder in enumerate(folders):
             if presplit:
                 for s, d in split_dirs.items():
-                    self._items[s] += [(str(p.relative_to(self.root)), label) for p in image_files(d / folder)]
+                    files = [(str(p.relative_to(self.root)), label) for p in image_files(d / folder)]
+                    if not files and s != "test":  # a class without training or validation images cannot be fit
+                        empty.append(f"{s}/{folder}")
+                    self._items[s] += files
                 continue
             files = [str(p.relative_to(self.root)) for p in image_files(self.root / folder)]
             if not files:
@@ -80,7 +117,7 @@ class ImageFolderDataset(Dataset):
             for s, chosen in (("train", order[:cut]), ("val", order[cut:cut + n_val]), ("test", order[cut + n_val:])):
                 self._items[s] += [(files[i], label) for i in sorted(chosen)]
         if empty:
-            raise UserError(f"class folders with no images in {base}: {', '.join(empty)}; add images "
+            raise UserError(f"class folders with no images in {self.root}: {', '.join(empty)}; add images "
                             f"({', '.join(sorted(EXTENSIONS))}) or remove them")
         for split in ("train", "val", "test"):
             if not self._items[split]:
@@ -91,19 +128,14 @@ class ImageFolderDataset(Dataset):
             if target.is_symlink() and target.resolve().parent == base.resolve():
                 log.warning("class folder %s is a link to %s in the same folder: its images count for both "
                             "classes", folder, target.resolve().name)
-        digest = hashlib.sha256()
-        for s in ("train", "val", "test"):
-            for rel, label in self._items[s]:
-                st = (self.root / rel).stat()
-                digest.update(f"{s}/{rel}/{label}/{st.st_size}/{st.st_mtime_ns};".encode("utf-8", "surrogateescape"))
-        self._digest = digest.hexdigest()[:16]
+        self._digest = content_digest(self.root, self._items)
 
     def _classnames(self, folders: list[str]) -> list[str]:
         names = {f: f.replace("_", " ") for f in folders}
         override = self.root / "classnames.txt"
         if override.is_file():
             try:
-                text = override.read_text(encoding="utf-8")
+                text = override.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is fine
             except UnicodeDecodeError:
                 raise UserError(f"{override} is not UTF-8 text; save it as UTF-8") from None
             for number, line in enumerate(text.splitlines(), 1):

@@ -85,14 +85,20 @@ def parse_name(name: str) -> tuple[str, str | None]:
 
 
 class OpenClipEncoder(Encoder):
-    def __init__(self, arch: str, pretrained: str | None, device: str = "cpu", seed: int = 0):
+    def __init__(self, arch: str, pretrained: str | None, device: str = "cpu", seed: int = 0,
+                 allow_files: bool = True):
         import open_clip
 
         _register_tiny_config()
         if arch not in open_clip.list_models():
             raise UserError(f"unknown open_clip architecture {arch!r}; see `crossgate backbones --all` "
                             "for the architectures and pretrained tags")
-        if pretrained and Path(pretrained).expanduser().is_file():
+        if pretrained and not allow_files and pretrained not in open_clip.list_pretrained_tags_by_model(arch):
+            # a name read from a file a user was handed (model.json) never chooses a file to read, by any spelling
+            raise UserError(f"the model names the backbone {PREFIX}{arch}/{pretrained}, which is not a pretrained "
+                            "tag of open_clip; if it is a local checkpoint, give it yourself with --backbone "
+                            f"{PREFIX}{arch}/PATH (it is checked against the model's backbone identity)")
+        if pretrained and allow_files and Path(pretrained).expanduser().is_file():
             path = Path(pretrained).expanduser().resolve()
             weights, tag = f"file@{_checkpoint_digest(path)}", str(path)
         elif pretrained:
@@ -111,9 +117,13 @@ class OpenClipEncoder(Encoder):
             with _quiet_hub(offline=hub_down):
                 model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=tag, device=device,
                                                                              precision=precision)
-        except (OSError, RuntimeError, ValueError) as err:
+        except Exception as err:  # noqa: BLE001  (an UnpicklingError, a KeyError of a foreign state dict, ...)
             if not tag:
                 raise
+            if weights.startswith("file@"):
+                raise UserError(f"{tag} is not an open_clip checkpoint of {arch} ({type(err).__name__}: "
+                                f"{' '.join(str(err).split())[:160]}); give a checkpoint file saved from that "
+                                "architecture (.pt, .bin or .safetensors)") from None
             why = ("the Hugging Face hub is unreachable and they are not in its local cache" if hub_down
                    else " ".join(str(err).split()))
             raise UserError(f"cannot load the {arch}/{pretrained} weights ({why}); run once with a network "
@@ -152,9 +162,9 @@ class OpenClipEncoder(Encoder):
         return feats, feats  # CLIP's towers are aligned: native == image space
 
 
-def create_openclip(name: str, device: str = "cpu") -> OpenClipEncoder:
+def create_openclip(name: str, device: str = "cpu", allow_files: bool = True) -> OpenClipEncoder:
     arch, pretrained = parse_name(name)
-    return OpenClipEncoder(arch, pretrained, device=device)
+    return OpenClipEncoder(arch, pretrained, device=device, allow_files=allow_files)
 
 
 @BACKBONES.register("tiny-clip")

@@ -36,7 +36,7 @@ def _grid(top: float, steps: int, start: float) -> tuple[float, ...]:
 class APEConfig:
     channel_share: float = param(800 / 1024, "share of feature channels kept by the refinement", positive=True)
     weights: tuple[float, ...] = param((0.7, 0.3), "w₀ (inter-class similarity) and w₁ (text variance) of the "
-                                                   "channel criterion (training-free APE)")
+                                                   "channel criterion (training-free APE)", length=2)
     betas: tuple[float, ...] = param(_grid(7.0, 200, 0.1), "affinity sharpness grid, searched on validation")
     alphas: tuple[float, ...] = param(_grid(7.0, 20, 0.1), "cache weight grid, searched on validation")
     gammas: tuple[float, ...] = param(_grid(1.0, 20, 0.0), "value reweighting grid, searched on validation")

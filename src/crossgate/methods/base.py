@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import warnings
 
 import numpy as np
 import torch
@@ -55,8 +56,6 @@ def check_labels(y, n: int, what: str = "y") -> np.ndarray:
         raise UserError("fit requires y to be passed, but the target y is None; give the training labels")
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:  # a column vector, as scikit-learn takes it (with a warning)
-        import warnings
-
         from sklearn.exceptions import DataConversionWarning
 
         warnings.warn(f"A column-vector {what} was passed when a 1d array was expected; pass shape (n_samples,)",
@@ -109,7 +108,14 @@ def _on_device(fit):
     def wrapper(self, *args, **kwargs):
         device = torch.device(self._device())
         # already the default device (the CPU, usually): no mode intercepting every torch call (5-8% of a fit)
-        with contextlib.nullcontext() if torch.get_default_device() == device else device:
+        with contextlib.nullcontext() if torch.get_default_device() == device else device, warnings.catch_warnings():
+            # scikit-learn guesses "regression" when most labels are distinct, as in any 1-shot draw of more than
+            # 20 classes: a few-shot fit is classification by construction
+            warnings.filterwarnings("ignore", message=".*could represent a regression problem", category=UserWarning)
+            if self.config is not None and self.config_class is not None and isinstance(self.config, self.config_class):
+                from ..config import checked_config
+
+                checked_config(self.config, f"{type(self).__name__}'s config")  # one built in Python skips the parser
             result = fit(self, *args, **kwargs)
         _state_to_cpu(self)
         _check_finite(self)
@@ -127,9 +133,45 @@ def _check_finite(estimator) -> None:
         for t in tensors:
             a = t.detach().numpy() if isinstance(t, torch.Tensor) else t
             if isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
-                raise UserError(f"{type(estimator).__name__} training diverged: its learned {name.rstrip('_')} "
-                                "holds NaN or infinite values; lower its learning rate (the --<method>-lr or "
-                                "--probe-lrs flag)")
+                raise UserError(f"{type(estimator).__name__}'s fit gave NaN or infinite values in its learned "
+                                f"{name.rstrip('_')}; {_divergence_advice(estimator)}")
+
+
+def _divergence_advice(estimator) -> str:
+    """What to change, in the flags of this method: its learning rate where it has one, else its grids."""
+    from dataclasses import fields
+
+    from ..config import flag_prefix
+
+    cls = estimator.config_class
+    if cls is None:
+        return "check the features for extreme values"
+    name = next((n for n in METHODS.names() if METHODS.factory(n) is type(estimator)), type(estimator).__name__)
+    names = [f.name for f in fields(cls) if f.init]
+    rates = [n for n in names if n in ("lr", "lrs")]
+    flags = [f"--{flag_prefix(cls, name)}-{n.replace('_', '-')}" for n in (rates or names[:3])]
+    if rates:
+        return f"lower its learning rate ({' / '.join(flags)})"
+    return (f"it has no learning rate: one of its settings is extreme (e.g. {', '.join(flags)}); use values "
+            "nearer the defaults")
+
+
+def _check_text(text: TextFeatures) -> None:
+    """Prompts for every class, one label and one text per feature row, finite: a class without a prompt
+    would be a NaN class mean and a fit that "diverges" for no reason the user can see."""
+    n = len(text.labels)
+    if text.x.ndim != 2 or len(text.x) != n or len(text.native) != n or len(text.texts) != n or n == 0:
+        raise UserError(f"text features must have one row, label and text per prompt; got {len(text.x)} rows, "
+                        f"{n} labels and {len(text.texts)} texts")
+    labels = np.asarray(text.labels)
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+        raise UserError("text labels must be class indices (non-negative integers)")
+    missing = sorted(set(range(int(labels.max()) + 1)) - set(labels.tolist()))
+    if missing:
+        raise UserError(f"text features have no prompt for class {missing[0]} ({len(missing)} classes without "
+                        "one); every class needs at least one prompt")
+    if not (np.all(np.isfinite(text.x)) and np.all(np.isfinite(text.native))):
+        raise UserError("text features hold NaN or infinite values; re-extract them")
 
 
 def _state_to_cpu(estimator) -> None:
@@ -194,6 +236,8 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
             raise UserError(f"{type(self).__name__} needs the class text features: pass text=")
         if text is not None and not isinstance(text, TextFeatures):
             raise UserError(f"text= must be a TextFeatures, got {type(text).__name__}")
+        if text is not None:
+            _check_text(text)
         if len(y) == 0:
             raise UserError("fit needs at least one training sample")
         check_classification_targets(y)  # "Unknown label type" for continuous targets, as scikit-learn says

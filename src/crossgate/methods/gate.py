@@ -251,7 +251,7 @@ class JointConfig:
     # the image-only probe alone is the other candidate (chosen on held-out validation images, see README)
     candidates: tuple[str, ...] = param(("ensemble", "logreg"), "base candidates, chosen on validation (ties to "
                                         "the earlier): 'ensemble' (the mean of the bases' standardised logits) "
-                                        "or a base's name")
+                                        "or a base's name; a method that is not among the bases is skipped")
     steps: int = param(100, "full-batch Adam steps of the gate and its residual", positive=True)
     lr: float = param(1e-3, "Adam learning rate", positive=True)
     eval_every: int = param(5, "validate every this many steps (and the base alone); the best state is kept, "
@@ -324,10 +324,14 @@ class GateJoint(_GateBase):
         if unknown or not cfg.bases:
             raise UserError(f"gate-joint bases must be other methods; got {unknown or 'none'} "
                             f"(--gate-joint-bases; available: {', '.join(METHODS.names())})")
-        stray = [c for c in cfg.candidates if c != "ensemble" and c not in cfg.bases]
-        if stray or not cfg.candidates:
-            raise UserError(f"gate-joint candidates must be 'ensemble' or bases, got {stray or 'none'} "
+        unknown = [c for c in cfg.candidates if c != "ensemble" and c not in METHODS]
+        if unknown or not cfg.candidates:
+            raise UserError(f"gate-joint candidates must be 'ensemble' or method names, got {unknown or 'none'} "
                             "(--gate-joint-candidates)")
+        if not any(c == "ensemble" or c in cfg.bases for c in cfg.candidates):  # a candidate not fitted is skipped
+            raise UserError(f"none of the gate-joint candidates ({', '.join(cfg.candidates)}) is 'ensemble' or one "
+                            f"of its bases ({', '.join(cfg.bases)}); add one to --gate-joint-candidates or "
+                            "--gate-joint-bases")
         self.bases_, reused = {}, []
         for name in cfg.bases:
             fresh = METHODS.create(name, random_state=self._seed(), device=self.device)
