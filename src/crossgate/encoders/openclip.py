@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -114,7 +115,9 @@ class OpenClipEncoder(Encoder):
         precision = "fp16" if str(device).startswith("cuda") else "fp32"
         hub_down = bool(tag) and weights == pretrained and not _hub_reachable()
         try:
-            with _quiet_hub(offline=hub_down):
+            with _quiet_hub(offline=hub_down), warnings.catch_warnings():
+                # torch's note on a checkpoint's pickle protocol is about torch, not about the user's file
+                warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
                 model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=tag, device=device,
                                                                              precision=precision)
         except Exception as err:  # noqa: BLE001  (an UnpicklingError, a KeyError of a foreign state dict, ...)
