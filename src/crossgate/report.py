@@ -82,6 +82,27 @@ def paired_markdown(rows: list[dict], method: str = GATED) -> str:
     return "\n".join(parts)
 
 
+def base_choices(rows: list[dict], method: str = GATED) -> dict[tuple, dict[int, dict[str, int]]]:
+    """{(dataset, backbone): {shots: {base: runs}}}: how often `method` chose each base on validation."""
+    out: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
+    for r in rows:
+        base = (r.get("hparams") or {}).get("base") if isinstance(r.get("hparams"), dict) else None
+        if r["method"] == method and r.get("corruption") is None and isinstance(base, str):
+            out[(r["dataset"], r["backbone"])][int(r["shots"])][base] += 1
+    return {g: {k: dict(sorted(v.items())) for k, v in sorted(per.items())} for g, per in out.items()}
+
+
+def base_choices_markdown(rows: list[dict], method: str = GATED) -> str:
+    parts = []
+    for (dataset, backbone), per_shots in base_choices(rows, method).items():
+        bases = sorted({b for per in per_shots.values() for b in per})
+        parts += [f"### {method}: the base chosen on validation · {dataset} · {backbone} (runs per shot count)", "",
+                  "| shots | " + " | ".join(bases) + " |", "|---:|" + "---:|" * len(bases)]
+        parts += [f"| {k} | " + " | ".join(str(per.get(b, 0)) for b in bases) + " |" for k, per in per_shots.items()]
+        parts.append("")
+    return "\n".join(parts)
+
+
 def condition(row: dict) -> str:
     return "clean" if row.get("corruption") is None else f"{row['corruption']}:{row['severity']}"
 
@@ -131,6 +152,9 @@ def summary_markdown(rows: list[dict]) -> str:
     paired = paired_markdown(rows)
     if paired:
         parts += ["## Paired differences", "", paired]
+    choices = base_choices_markdown(rows)
+    if choices:
+        parts += ["## gate-joint's base", "", choices]
     robustness = robustness_markdown(rows)
     if robustness:
         parts += ["## Robustness", "", "Fitted heads scored on corrupted test images, or consulting corrupted "

@@ -6,7 +6,9 @@ features"; we fit a text-initialised cosine head on them (Lin et al.'s cross-mod
 features), because it is the strongest simple head that uses no test data and starts from zero-shot.
 
 `gate-joint` is ours: the paper's gate as a residual on a strong base. The base is the ensemble of the
-fitted bases (logreg, lpp, proker, gda, tip) or logreg alone, chosen on the few-shot validation split;
+fitted bases (logreg, lpp, proker, gda, tip) or logreg alone, chosen on the few-shot validation split
+(where validation cannot tell them apart, the ensemble: it keeps the zero-shot text prior; the rule was
+judged against six others on held-out validation images, benchmarks/base_selection_study.py);
 on it, logits = base + W·unit(x + β·enhanced) + λ·(per-class attention mass), W, β, λ starting at 0, so
 training starts from the base; trained with cross-entropy plus the combined loss; k in {1, 5, all} and the
 checkpoint (step 0 = the base alone) chosen on validation. README, Methods, says the same.
@@ -250,8 +252,9 @@ class JointConfig:
     # text-weak data (Fashion-MNIST on lite) pulls the zero-shot-anchored bases down, and the ensemble with them;
     # the image-only probe alone is the other candidate (chosen on held-out validation images, see README)
     candidates: tuple[str, ...] = param(("ensemble", "logreg"), "base candidates, chosen on validation (ties to "
-                                        "the earlier): 'ensemble' (the mean of the bases' standardised logits) "
-                                        "or a base's name; a method that is not among the bases is skipped")
+                                        "the ensemble, then the earlier): 'ensemble' (the mean of the bases' "
+                                        "standardised logits) or a base's name; a method not among the bases is "
+                                        "skipped")
     steps: int = param(100, "full-batch Adam steps of the gate and its residual", positive=True)
     lr: float = param(1e-3, "Adam learning rate", positive=True)
     eval_every: int = param(5, "validate every this many steps (and the base alone); the best state is kept, "
@@ -382,9 +385,11 @@ class GateJoint(_GateBase):
         return list(dict.fromkeys(c for c in self._config().candidates if c == "ensemble" or c in self.bases_))
 
     def _choose_base(self, xv: np.ndarray, yv: np.ndarray) -> str:
-        """A candidate base by validation accuracy; ties to the earlier candidate."""
+        """A candidate base by validation accuracy. Where validation cannot tell (a tie, as on 1-2 images per
+        class): the ensemble, the safest without evidence, since its zero-shot-anchored members (lpp, proker,
+        tip) keep the text prior; among other ties, the earlier candidate."""
         accs = {b: float((self._base_logits(xv, b).argmax(1).cpu().numpy() == yv).mean()) for b in self._candidates()}
-        return max(accs, key=lambda b: (accs[b], -list(accs).index(b)))
+        return max(accs, key=lambda b: (accs[b], b == "ensemble", -list(accs).index(b)))
 
     def _fit_residual(self, x, y, base, pool, pool_labels, xv, yv, base_v, cfg: JointConfig, gcfg: GateConfig):
         gate = seeded_on_cpu(self._seed(), DynamicGate, x.shape[1], pool.shape[1], gcfg.d_proj, gcfg.k, gcfg.init)

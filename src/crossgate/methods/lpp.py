@@ -30,6 +30,7 @@ class LPPConfig:
     epochs: int = param(300, "full-batch epochs; the best on validation is kept", positive=True)
     alpha_every: int = param(10, "update the blending multipliers α every this many epochs", positive=True)
     alpha_init_scale: float = param(250.0, "α starts at this × the mean zero-shot cosine of the support set")
+    select_epoch: bool = param(True, "keep the epoch best on validation (ties: the later); false: the last epoch")
 
 
 def lpp_step_sizes(x: torch.Tensor, text: torch.Tensor) -> tuple[float, float]:
@@ -80,7 +81,7 @@ class LPP(FewShotClassifier):
                     alpha -= lr_alpha * alpha.grad
             with torch.no_grad():
                 acc = float(((xv @ weight.T + bias + alpha * zero_shot_val).argmax(1) == yv).float().mean())
-            if best is None or acc >= best[0]:
+            if best is None or acc >= best[0] or not cfg.select_epoch:
                 best = (acc, epoch + 1, weight.detach().clone(), bias.detach().clone(), alpha.detach().clone())
         _, epoch, weight, bias, alpha = best
         self.coef_, self.intercept_, self.alpha_ = weight.cpu().numpy(), bias.cpu().numpy(), alpha.cpu().numpy()
