@@ -121,8 +121,9 @@ def test_other_coop_datasets_read_their_layout(tmp_path, name):
             (images / rel).parent.mkdir(parents=True, exist_ok=True)
             Image.new("RGB", (8, 8), (100 * c, 0, 0)).save(images / rel)
     settings = Settings(data_root=tmp_path, offline=True)
-    with pytest.raises(UserError, match=f"needs the CoOp split file {tmp_path / spec.folder / spec.split_file}"):
-        load_dataset(name, settings)
+    with pytest.raises(UserError, match=f"is missing {tmp_path / spec.folder / spec.split_file} "
+                                        r"\(from https://raw.githubusercontent.com/linzhiqiu/cross_modal_adaptation/"):
+        load_dataset(name, settings)  # offline: the split file's pinned download is named
     (tmp_path / spec.folder / spec.split_file).write_text(json.dumps(split))
     ds = load_dataset(name, settings)
     assert ds.classnames == ["class 0", "class 1"] and ds.templates == [spec.template]

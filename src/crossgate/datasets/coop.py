@@ -5,7 +5,8 @@
     ... the other CoOp datasets as in CoOp's DATASETS.md (SPECS below)
 
 Class names come from the split file, '_' becoming ' '; templates are CoOp's hand-crafted ones, which Lin
-et al. use. Pets and Food-101 download on first use; the others are read from disk.
+et al. use (ImageNet: their seven). What data/downloads.json lists downloads on first use (the split and
+index files of Lin et al.'s repository, Pets' and Food-101's images); the rest is read from disk.
 """
 from __future__ import annotations
 
@@ -26,8 +27,14 @@ class CoopSpec:
     name: str  # registry name, also the folder of its published few-shot index files
     folder: str  # under the data root
     split_file: str
-    template: str
+    template: str | tuple[str, ...]  # the prompt template(s) Lin et al. use for it
     images: str = "images"  # the folder the split file's relative paths start from, under `folder`
+    how: str = ""  # where the data comes from, when the user supplies it
+
+
+# Lin et al.'s ImageNet prompts (engine/templates/hand_crafted.py: the 7 that Tip-Adapter selected)
+IMAGENET_TEMPLATES = ("itap of a {}.", "a bad photo of the {}.", "a origami {}.", "a photo of the large {}.",
+                      "a {} in a video game.", "art of the {}.", "a photo of the small {}.")
 
 
 SPECS = {spec.name: spec for spec in (
@@ -41,6 +48,10 @@ SPECS = {spec.name: spec for spec in (
     CoopSpec("eurosat", "eurosat", "split_zhou_EuroSAT.json", "a centered satellite photo of {}.", "2750"),
     CoopSpec("sun397", "sun397", "split_zhou_SUN397.json", "a photo of a {}.", "SUN397"),
     CoopSpec("ucf101", "ucf101", "split_zhou_UCF101.json", "a photo of a person doing {}.", "UCF-101-midframes"),
+    CoopSpec("imagenet", "imagenet", "split_ImageNet.json", IMAGENET_TEMPLATES, "images",
+             how="ImageNet is supplied by you: the official train and val sets under DATA_ROOT/imagenet/images/train "
+                 "and images/val (1,000 folders n*), and Lin et al.'s split_ImageNet.json (their DATASETS.md links "
+                 "it) in DATA_ROOT/imagenet; its val set is the test split"),
 )}
 
 
@@ -59,15 +70,15 @@ class CoopDataset(Dataset):
                     log.warning("%s; without it crossgate samples that few-shot split itself", problem)
         self._require("split")
         if not split_path.is_file():
-            raise UserError(f"{spec.name} needs the CoOp split file {split_path} and its images under "
-                            f"{self.folder / spec.images} (see CoOp's DATASETS.md; crossgate downloads only "
-                            "oxford_pets and food101); put them there or point --data-root at a folder that has them")
+            raise UserError(f"{spec.name} needs the split file {split_path} and its images under "
+                            f"{self.folder / spec.images}; {spec.how or 'see CoOp DATASETS.md'}: put them there or "
+                            "point --data-root at a folder that has them")
         try:
             self._items = read_json(split_path)
         except (OSError, BadJSON) as err:
             raise UserError(f"{split_path} is not valid JSON ({err}); download it again") from None
         self.classnames = _check_split(self._items, split_path)
-        self.templates = [spec.template]
+        self.templates = [spec.template] if isinstance(spec.template, str) else list(spec.template)
         self._digest = digest_files([split_path])
 
     def _require(self, role: str) -> None:

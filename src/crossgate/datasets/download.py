@@ -29,6 +29,7 @@ class Remote:
     path: str  # under the data root
     md5: str | None = None
     sha256: str | None = None  # neither: the publisher gives no checksum; the reader validates the content
+    git_blob: str | None = None  # git's blob id of the content (a file too large for the copy we could read)
     extract_to: str | None = None  # an archive: extract into this folder under the data root
     provides: str | None = None  # what must exist under the data root once done (default: path)
     role: str = "split"  # "split": needed to open the dataset; "images": needed to compute features
@@ -44,8 +45,8 @@ def _table() -> dict:
 def remotes(dataset: str) -> tuple[list[Remote], list[Remote]]:
     """(required files, published few-shot index files) of a dataset; empty when it has none listed."""
     entry = _table().get(dataset, {"files": [], "indices": {}})
-    indices = [Remote(url=v["url"], path=f"indices/{dataset}/{name}", sha256=v["sha256"])
-               for name, v in entry["indices"].items()]
+    indices = [Remote(url=v["url"], path=f"indices/{dataset}/{name}", sha256=v.get("sha256"),
+                      git_blob=v.get("git_blob")) for name, v in entry["indices"].items()]
     return [Remote(**f) for f in entry["files"]], indices
 
 
@@ -57,9 +58,20 @@ def _digest(path: Path, algorithm: str) -> str:
     return h.hexdigest()
 
 
+def git_blob_id(path: Path) -> str:
+    """What `git hash-object` prints: sha1 of "blob <size>\\0" and the content."""
+    h = hashlib.sha1(f"blob {Path(path).stat().st_size}\0".encode())
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            h.update(block)
+    return h.hexdigest()
+
+
 def verify(path: Path, remote: Remote) -> bool:
     if remote.sha256:
         return _digest(path, "sha256") == remote.sha256
+    if remote.git_blob:
+        return git_blob_id(path) == remote.git_blob
     if remote.md5:
         return _digest(path, "md5") == remote.md5
     return True
