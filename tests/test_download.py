@@ -163,7 +163,7 @@ def test_offline_names_every_missing_file_and_its_source(tmp_path, capsys):
                  "--offline"])
     err = capsys.readouterr().err
     assert code == 2 and len(err.splitlines()) == 1
-    assert f"{tmp_path}/oxford_pets/split_zhou_OxfordPets.json (from https://raw.githubusercontent.com/linzhiqiu/" in err
+    assert f"{tmp_path}/oxford_pets/split_zhou_OxfordPets.json (from https://raw.githubusercontent.com/" in err
 
 
 def test_shipped_download_table_is_complete():
