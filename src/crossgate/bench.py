@@ -43,6 +43,7 @@ class BenchConfig:
     jobs: int = 1  # worker processes; each fits whole (shots, seed) draws single-threaded
     setup: dict = field(default_factory=dict)  # what else shapes the rows (views, templates); must match to resume
     corruptions: tuple = ()  # Corruption(name, severity): fitted heads also scored on corrupted test data
+    shifts: tuple[str, ...] = ()  # shift sets (imagenet_v2, ...): fitted heads also scored on their test images
     device: str = "cpu"  # where the methods fit ("cuda": every estimator trains on the GPU)
 
     def resolved_methods(self) -> list[str]:
@@ -110,8 +111,23 @@ def run_draw(features: DatasetFeatures, methods: list[tuple[str, object]], shots
     for method, config in methods:
         clf, row = fit_one(features, method, shots, seed, config, device, fitted)
         fitted[method] = clf
-        out.append([row] + corruption_rows(clf, features, row, corruptions))
+        out.append([row] + corruption_rows(clf, features, row, corruptions) + shift_rows(clf, features, row))
     return out
+
+
+def shift_rows(clf: FewShotClassifier, features: DatasetFeatures, clean: dict) -> list[dict]:
+    """One row per shift set: the fitted head scored on its test images, its logits restricted to the classes
+    the set holds (200 of ImageNet's 1,000 for -A and -R, as Lin et al. and CoOp score them)."""
+    rows = []
+    for name, (images, classes) in features.shifted.items():
+        proba = clf.predict_proba(images.x)[:, classes]
+        pred = np.asarray(classes)[proba.argmax(1)]
+        row = {k: clean[k] for k in ("method", "shots", "seed", "n_train", "n_val", "split_source", "train_views",
+                                     "hparams")}
+        row.update(eval_set=name, acc_test=pct(float(np.mean(pred == images.labels))), n_test=len(images.labels),
+                   n_classes=len(classes))
+        rows.append(row)
+    return rows
 
 
 _WORKER_FEATURES: DatasetFeatures | None = None
@@ -172,7 +188,9 @@ def check_out_folder(out: Path) -> Path:
 
 
 def _variants(config: BenchConfig) -> list[tuple]:
-    return [(None, None)] + [(c.name, c.severity) for c in config.corruptions]
+    """(corruption, severity, eval_set) of every row one fit gives: clean, each corruption, each shift set."""
+    return ([(None, None, None)] + [(c.name, c.severity, None) for c in config.corruptions]
+            + [(None, None, name) for name in config.shifts])
 
 
 def pending_runs(config: BenchConfig, existing: list[dict] | None = None) -> list[tuple]:
@@ -183,7 +201,7 @@ def pending_runs(config: BenchConfig, existing: list[dict] | None = None) -> lis
     done = {run_key(r) for r in existing}
     variants = _variants(config)
     return [(m, k, s) for k in config.shots for s in config.seeds for m in config.resolved_methods()
-            if not {(config.dataset, config.backbone, m, k, s, n, v) for n, v in variants} <= done]
+            if not {(config.dataset, config.backbone, m, k, s, *v) for v in variants} <= done]
 
 
 # rough seconds per fit on one core of a laptop CPU (README, Speed: 1 to 16 shots on lite's 1280-d features),
@@ -281,8 +299,8 @@ def _run_locked(config, features, backbone_identity, dataset_identity, methods, 
     grid = [(m, k, s) for k in config.shots for s in config.seeds for m in methods]
     variants = _variants(config)
 
-    def keys(m, k, s):  # the rows one fit produces: clean, then one per corruption
-        return [(config.dataset, config.backbone, m, k, s, name, sev) for name, sev in variants]
+    def keys(m, k, s):  # the rows one fit produces: clean, then one per corruption and per shift set
+        return [(config.dataset, config.backbone, m, k, s, *v) for v in variants]
 
     todo = pending_runs(config, existing)
     if on_run:

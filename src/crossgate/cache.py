@@ -40,6 +40,7 @@ class DatasetFeatures:
     val_paths: list[str] | None = None
     corrupted: dict = field(default_factory=dict)  # Corruption -> corrupted test ImageFeatures or TextFeatures
     corrupted_rows: np.ndarray | None = None  # test rows the corrupted images are copies of (None: all)
+    shifted: dict = field(default_factory=dict)  # shift set name -> (its test ImageFeatures, the classes it holds)
 
     def few_shot(self, shots: int, seed: int):
         """The published split when its index file exists, else crossgate's sampler; indices are rows of

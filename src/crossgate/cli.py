@@ -89,6 +89,20 @@ def name_list(text: str) -> tuple[str, ...]:
     return () if items == ("all",) else _unique(items, text)
 
 
+SHIFT_SETS = ("imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r")  # datasets.imagenet_shifts, by name
+
+
+def shift_list(text: str) -> tuple[str, ...]:
+    """'all' or shift-set names, each once."""
+    if text.strip() == "all":
+        return SHIFT_SETS
+    names = _list_of(text, str, "shift sets")
+    unknown = [n for n in names if n not in SHIFT_SETS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown shift set {unknown[0]!r}; available: {', '.join(SHIFT_SETS)}, all")
+    return names
+
+
 def shots_value(text: str) -> int | str:
     return "all" if text == "all" else positive_int(text)
 
@@ -352,6 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also score the fitted heads on corrupted test data: NAME[:S or S1-S2] with severity "
                             f"1-5 (default 3), NAME one of {', '.join(CORRUPTIONS)} or all; 'none' for none "
                             f"(default: {corrupt_default or 'none'})")
+        p.add_argument("--shift", type=shift_list, default=(), metavar="LIST",
+                       help="also score every fitted model on these shift sets of the dataset, without refitting: "
+                            "'all' or a comma-separated list of imagenet_v2, imagenet_sketch, imagenet_a, imagenet_r "
+                            "(with --dataset imagenet; default: none)")
         p.add_argument("--corrupt-seed", type=non_negative_int, default=0, metavar="N",
                        help="seed of the corruptions (default: 0; the same corrupted data for every run)")
         p.add_argument("--corrupt-per-class", type=positive_int, default=corrupt_per_class, metavar="N",
@@ -450,6 +468,7 @@ def _load(args, settings, built: tuple = (None, None)):
 
     return load_features(args.dataset, args.backbone, settings, templates=getattr(args, "templates", None),
                          flip=getattr(args, "flip", False), corrupt=getattr(args, "corrupt", ()),
+                         shift=getattr(args, "shift", ()),
                          corrupt_seed=getattr(args, "corrupt_seed", 0),
                          corrupt_per_class=getattr(args, "corrupt_per_class", None), dataset=built[0],
                          encoder=built[1])
@@ -516,7 +535,7 @@ def cmd_bench(args, settings) -> int:
                                 "templates": args.templates, "corrupt_seed": args.corrupt_seed,
                                 # which test images were corrupted: only meaningful with corruptions
                                 "corrupt_per_class": args.corrupt_per_class if args.corrupt else None},
-                         corruptions=args.corrupt, device=settings.torch_device())
+                         corruptions=args.corrupt, shifts=args.shift, device=settings.torch_device())
     n_runs = len(config.resolved_methods()) * len(config.shots) * len(config.seeds)  # validates names early
     check_out_folder(config.out)  # what the run will write, checked before any work
     todo = pending_runs(config)

@@ -22,12 +22,13 @@ def feature_cache(settings) -> FeatureCache:
 
 def load_features(dataset_name: str = "fashion-mnist", backbone: str = "lite", settings=None, *, templates=None,
                   flip: bool = False, corrupt: tuple = (), corrupt_seed: int = 0, corrupt_per_class: int | None = None,
-                  encoder=None, dataset=None):
+                  shift: tuple = (), encoder=None, dataset=None):
     """(encoder, dataset, features): every split, the class texts, and the corrupted test data asked for
     (with `corrupt_per_class`, copies of the first that many test images of each class), from the cache
     or computed into it. `settings` (crossgate.settings.Settings) defaults to what the CLI does without
     flags: the cache in $CROSSGATE_CACHE or ~/.cache/crossgate, the device auto-detected. `encoder` and
-    `dataset`, when given, are those names already built (a CLIP model is not loaded twice)."""
+    `dataset`, when given, are those names already built (a CLIP model is not loaded twice). `shift`: names of
+    shift sets (imagenet_v2, ...) whose test features are loaded too, to score the fitted models on."""
     from .datasets import load_dataset
     from .encoders import create_encoder
     from .settings import Settings
@@ -43,7 +44,25 @@ def load_features(dataset_name: str = "fashion-mnist", backbone: str = "lite", s
                                                         kept=feats.test.kept)
         rows = None if positions is None else feats.test.rows(positions, "corrupted test subset")
         feats = replace(feats, corrupted=corrupted, corrupted_rows=rows)
+    if shift:
+        feats = replace(feats, shifted=shift_features(cache, encoder, dataset, shift, settings))
     return encoder, dataset, feats
+
+
+def shift_features(cache, encoder, dataset, names, settings) -> dict:
+    """name -> (test features of that shift set, the classes it holds), for a model fitted on `dataset`."""
+    from .datasets import load_dataset
+
+    out = {}
+    for name in names:
+        shifted = load_dataset(name, settings)
+        if not getattr(shifted, "test_only", False):
+            raise UserError(f"--shift takes shift sets (test-only datasets such as imagenet_v2), not {name!r}")
+        if list(shifted.classnames) != list(dataset.classnames):
+            raise UserError(f"{name} has other classes than {dataset.name} (its classnames.txt differs); --shift "
+                            f"scores models fitted on the dataset the shift set belongs to (imagenet)")
+        out[name] = (cache.image_features(encoder, shifted, "test"), shifted.classes)
+    return out
 
 
 def pct(value: float) -> float:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .results import read_rows
+from .results import main_row, read_rows
 from .storage import OutputFolder
 
 
@@ -26,7 +26,7 @@ def summarize(rows: list[dict], metric: str = "acc_test") -> dict[tuple, dict[st
     """{(dataset, backbone): {method: {shots: (mean, std, n_seeds)}}}, methods in first-seen order."""
     values: dict[tuple, dict[str, dict[int, list]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for r in rows:
-        if r.get("corruption") is None:  # the clean test set; corrupted rows are in the robustness tables
+        if main_row(r):  # the clean test set; corrupted and shift-set rows have tables of their own
             values[(r["dataset"], r["backbone"])][r["method"]][int(r["shots"])].append(r[metric])
     return {group: {m: {k: (*mean_std(v), len(v)) for k, v in sorted(by_shots.items())}
                     for m, by_shots in methods.items()}
@@ -54,7 +54,7 @@ def paired_differences(rows: list[dict], method: str = GATED) -> dict[tuple, dic
         if method not in by_method:
             continue
         acc = {(r["method"], int(r["shots"]), r["seed"]): r["acc_test"] for r in rows
-               if r.get("corruption") is None and (r["dataset"], r["backbone"]) == group}
+               if main_row(r) and (r["dataset"], r["backbone"]) == group}
         per_shots = {}
         for shots in by_method[method]:
             others = {m: per[shots][0] for m, per in by_method.items() if m != method and shots in per}
@@ -87,7 +87,7 @@ def base_choices(rows: list[dict], method: str = GATED) -> dict[tuple, dict[int,
     out: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
     for r in rows:
         base = (r.get("hparams") or {}).get("base") if isinstance(r.get("hparams"), dict) else None
-        if r["method"] == method and r.get("corruption") is None and isinstance(base, str):
+        if r["method"] == method and main_row(r) and isinstance(base, str):
             out[(r["dataset"], r["backbone"])][int(r["shots"])][base] += 1
     return {g: {k: dict(sorted(v.items())) for k, v in sorted(per.items())} for g, per in out.items()}
 
@@ -103,6 +103,39 @@ def base_choices_markdown(rows: list[dict], method: str = GATED) -> str:
     return "\n".join(parts)
 
 
+def summarize_shifts(rows: list[dict]) -> dict[tuple, dict[str, dict[str, tuple]]]:
+    """{(dataset, backbone, shots): {method: {evaluation set: (mean, std, n_seeds)}}}: the dataset's own test
+    split first, then each shift set, then "shift mean" (the mean over the shift sets of their seed means)."""
+    shifted = {(r["dataset"], r["backbone"], int(r["shots"])) for r in rows if r.get("eval_set")}
+    values: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for r in rows:
+        group = (r["dataset"], r["backbone"], int(r["shots"]))
+        if group in shifted and r.get("corruption") is None:
+            values[group][r["method"]][r.get("eval_set") or r["dataset"]].append(r["acc_test"])
+    out = {}
+    for group, methods in sorted(values.items()):
+        out[group] = {}
+        for method, per in methods.items():
+            cells = {name: mean_std(v) + (len(v),) for name, v in sorted(per.items(), key=lambda kv: kv[0] != group[0])}
+            sets = [name for name in cells if name != group[0]]
+            if sets:
+                cells["shift mean"] = (float(np.mean([cells[n][0] for n in sets])), 0.0, min(cells[n][2] for n in sets))
+            out[group][method] = cells
+    return out
+
+
+def shift_markdown(rows: list[dict]) -> str:
+    parts = []
+    for (dataset, backbone, shots), by_method in summarize_shifts(rows).items():
+        columns = list(dict.fromkeys(c for per in by_method.values() for c in per))
+        parts += [f"### Shift sets · {dataset} · {backbone} · {shots}-shot · test accuracy (%), mean over seeds", "",
+                  "| method | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+        parts += [f"| {m} | " + " | ".join(f"{per[c][0]:.1f}" if c in per else "" for c in columns) + " |"
+                  for m, per in by_method.items()]
+        parts.append("")
+    return "\n".join(parts)
+
+
 def condition(row: dict) -> str:
     return "clean" if row.get("corruption") is None else f"{row['corruption']}:{row['severity']}"
 
@@ -114,7 +147,7 @@ def summarize_robustness(rows: list[dict], metric: str = "acc_test") -> dict[tup
     values: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for r in rows:
         group = (r["dataset"], r["backbone"], int(r["shots"]))
-        if group in corrupted and metric in r:
+        if group in corrupted and metric in r and r.get("eval_set") is None:
             values[group][r["method"]][condition(r)].append(r[metric])
     return {g: {m: {c: mean_std(v) + (len(v),) for c, v in sorted(per.items(), key=lambda kv: kv[0] != "clean")}
                 for m, per in methods.items()} for g, methods in sorted(values.items())}
@@ -155,6 +188,10 @@ def summary_markdown(rows: list[dict]) -> str:
     choices = base_choices_markdown(rows)
     if choices:
         parts += ["## gate-joint's base", "", choices]
+    shifts = shift_markdown(rows)
+    if shifts:
+        parts += ["## Shift sets", "", "Models fitted on the dataset, scored on its shift sets without refitting; "
+                  "-A and -R with the logits restricted to the 200 classes they hold.", "", shifts]
     robustness = robustness_markdown(rows)
     if robustness:
         parts += ["## Robustness", "", "Fitted heads scored on corrupted test images, or consulting corrupted "
@@ -176,6 +213,12 @@ def summary_csv(rows: list[dict]) -> str:
         for shots, d in per_shots.items():
             writer.writerow([dataset, backbone, f"{GATED} - {d['best_other']}", shots, len(d["diffs"]),
                              f"{d['mean']:.4f}", f"{d['std']:.4f}", d["best_other"], "clean"])
+    for (dataset, backbone, shots), by_method in summarize_shifts(rows).items():  # the shift table
+        for method, per in by_method.items():
+            for name, (mean, std, n) in per.items():
+                if name != dataset:
+                    writer.writerow([dataset, backbone, method, shots, n, f"{mean:.4f}", f"{std:.4f}", "",
+                                     f"eval:{name}"])
     for (dataset, backbone, shots), by_method in summarize_robustness(rows).items():  # the robustness tables
         for method, per in by_method.items():
             for cond, (mean, std, n) in per.items():
@@ -258,7 +301,7 @@ def chance_level(rows: list[dict]) -> float | None:
             return 100.0 / r["n_classes"]
     for r in rows:
         shots, views = r.get("shots"), len(r.get("train_views") or ["center"])
-        if r.get("corruption") is None and isinstance(shots, int) and r.get("n_train"):
+        if main_row(r) and isinstance(shots, int) and r.get("n_train"):
             return 100.0 * shots * views / r["n_train"]
     return None
 

@@ -13,8 +13,14 @@ RUN_KEY = ("dataset", "backbone", "method", "shots", "seed")
 
 
 def run_key(row: dict) -> tuple:
-    """What a row is a result of; corruption and severity are None for the clean test set."""
-    return tuple(row[k] for k in RUN_KEY) + (row.get("corruption"), row.get("severity"))
+    """What a row is a result of; corruption, severity and eval_set are None for the clean test set (eval_set:
+    the shift set a model fitted on the dataset was scored on)."""
+    return tuple(row[k] for k in RUN_KEY) + (row.get("corruption"), row.get("severity"), row.get("eval_set"))
+
+
+def main_row(row: dict) -> bool:
+    """A row of the dataset's own clean test split (not a corrupted copy, not a shift set)."""
+    return row.get("corruption") is None and row.get("eval_set") is None
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -61,6 +67,7 @@ _ROW_FIELDS = {
     "n_train": lambda v: _count(v, 1), "n_classes": lambda v: _count(v, 1),
     "corruption": lambda v: v is None or isinstance(v, str), "severity": lambda v: v is None or _count(v, 1),
     "train_views": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    "eval_set": lambda v: v is None or isinstance(v, str),
 }
 _REQUIRED = ("dataset", "backbone", "method", "shots", "seed", "acc_test")
 

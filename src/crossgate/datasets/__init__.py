@@ -1,4 +1,4 @@
-from . import fashion_mnist, coop, fgvc_aircraft  # noqa: F401, I001  (registers datasets; this order is the listing order)
+from . import fashion_mnist, coop, fgvc_aircraft, imagenet_shifts  # noqa: F401, I001  (registers datasets; this order is the listing order)
 from pathlib import Path
 
 from ..errors import UserError
