@@ -13,18 +13,13 @@ test accuracy over seeds, and per dataset the bases' own means.
 """
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
-
 import numpy as np
 import torch
+from held_out import held_out, means, run
 from torch.nn import functional as F
 
 from crossgate.methods.gate import JointConfig, standardized
 from crossgate.pipeline import fit_one, load_features
-
-CIFAR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "cifar-dogs-cats"
 
 
 def _cross_entropy(logits: np.ndarray, y: np.ndarray, temperature: float) -> float:
@@ -106,7 +101,7 @@ def study(dataset: str, shots: list[int], seeds: list[int]) -> dict:
     for k in shots:
         for seed in seeds:
             split = feats.few_shot(k, seed)
-            held = np.setdiff1d(np.arange(len(feats.val.labels)), split.val)
+            held = held_out(len(feats.val.labels), split.val)
             xv, yv = feats.val.x[split.val], feats.val.labels[split.val]
             fitted = {b: fit_one(feats, b, k, seed)[0] for b in [*bases, "zeroshot"]}
             logits = {part: {b: standard(clf._logits(x)) for b, clf in fitted.items()}
@@ -123,24 +118,8 @@ def study(dataset: str, shots: list[int], seeds: list[int]) -> dict:
                     mix = sum(w * logits[part][b] for b, w in weights.items() if w)
                     acc = float(np.mean(mix.argmax(1) == labels[part]))
                     out["rules"].setdefault(rule, {}).setdefault(part, {}).setdefault(k, []).append(100 * acc)
-    mean = {"rules": {}, "bases": {}}
-    for kind in ("rules", "bases"):
-        for name, parts in out[kind].items():
-            mean[kind][name] = {part: {k: round(float(np.mean(v)), 2) for k, v in per.items()}
-                                for part, per in parts.items()}
-    return mean
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", default=f"fashion-mnist,imagefolder:{CIFAR}")
-    parser.add_argument("--shots", default="1,2,4,8,16")
-    parser.add_argument("--seeds", default="1,2,3")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    shots, seeds = [int(s) for s in args.shots.split(",")], [int(s) for s in args.seeds.split(",")]
-    print(json.dumps({d: study(d, shots, seeds) for d in args.datasets.split(",")}, indent=1))
+    return {kind: means(out[kind]) for kind in ("rules", "bases")}
 
 
 if __name__ == "__main__":
-    main()
+    run(study, __doc__, "1,2,4,8,16")

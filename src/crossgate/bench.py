@@ -163,6 +163,26 @@ def _worker_run(job: tuple) -> list[list[dict]]:
 OUR_FILES = ("results.jsonl", LOCK_NAME := "results.jsonl.lock", ".crossgate-written.json")
 
 
+def _written_by_crossgate(results: Path) -> bool:
+    """An empty results file, or one holding at least one row crossgate could have written (a malformed line
+    among crossgate's rows is skipped with a warning; a file of none is somebody else's)."""
+    from .jsonio import BadJSON, parse_json
+    from .results import valid_row
+
+    seen_text = False
+    with open(results, "rb") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            seen_text = True
+            try:
+                if valid_row(parse_json(line)):
+                    return True
+            except BadJSON:
+                continue
+    return not seen_text
+
+
 def check_out_folder(out: Path) -> Path:
     """Before any work: the results folder is new, empty, or one crossgate writes (results.jsonl a regular
     file; every report file there written by crossgate and unchanged), and writable. Returns it, made."""
@@ -177,6 +197,9 @@ def check_out_folder(out: Path) -> Path:
         kind = "a link" if results.is_symlink() else "a folder" if results.is_dir() else "not a regular file"
         raise UserError(f"{results} is {kind}, not the results file crossgate appends to; move it away or choose "
                         "another --out")
+    if results.is_file() and not _written_by_crossgate(results):
+        raise UserError(f"{results} holds no results row crossgate writes; crossgate appends to it and "
+                        "drops a half-written last line, so it is refused: move it away or choose another --out")
     if out.is_dir() and not results.exists():
         foreign = [p.name for p in out.iterdir() if p.name not in OUR_FILES + tuple(report_files(out))]
         if foreign:

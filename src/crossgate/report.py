@@ -86,7 +86,8 @@ def base_choices(rows: list[dict], method: str = GATED) -> dict[tuple, dict[int,
     """{(dataset, backbone): {shots: {base: runs}}}: how often `method` chose each base on validation."""
     out: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
     for r in rows:
-        base = (r.get("hparams") or {}).get("base") if isinstance(r.get("hparams"), dict) else None
+        hparams = r.get("hparams")
+        base = hparams.get("base") if isinstance(hparams, dict) else None
         if r["method"] == method and main_row(r) and isinstance(base, str):
             out[(r["dataset"], r["backbone"])][int(r["shots"])][base] += 1
     return {g: {k: dict(sorted(v.items())) for k, v in sorted(per.items())} for g, per in out.items()}
@@ -330,5 +331,4 @@ def write_reports(out: Path, rows: list[dict] | None = None) -> list[Path]:
         for fmt in PLOT_FORMATS:
             files[plot_file_name(dataset, backbone).replace(".png", f".{fmt}")] = plot_accuracy(
                 by_method, title, chance_level(mine), fmt)
-    out.check(files)
-    return [out.write_bytes(name, data) for name, data in files.items()]
+    return out.write_all(files)

@@ -247,11 +247,12 @@ class OutputFolder:
                 raise UserError(f"{target} was not written by crossgate, or was changed since, and crossgate would "
                                 f"overwrite it; move it away or choose another {flag}")
 
-    def write_bytes(self, name: str, data: bytes) -> Path:
-        self.check([name])
-        target = self.path / name
-        atomic_write_bytes(target, data)
+    def write_all(self, files: dict[str, bytes]) -> list[Path]:
+        """Write every file (name -> content) atomically, all checked first, and record them in the ledger once."""
+        self.check(files)
         ledger = self._ledger()
-        ledger[name] = hashlib.sha256(data).hexdigest()
+        for name, data in files.items():
+            atomic_write_bytes(self.path / name, data)
+            ledger[name] = hashlib.sha256(data).hexdigest()
         atomic_write_text(self.path / LEDGER, json.dumps(ledger, indent=1, sort_keys=True))
-        return target
+        return [self.path / name for name in files]
