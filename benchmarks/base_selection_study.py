@@ -3,22 +3,26 @@ few-shot draw (issue 24), never on test.
 
 For each (dataset, shots, seed) the bases are fitted on the draw as bench fits them (their own selection on
 the few-shot validation split); every rule then picks a base (or a weighting of the bases) from the
-few-shot validation images alone, and is scored on the rest of the validation split (the held-out images,
-which no fit and no rule saw). Test accuracy is printed beside it for the record; no choice reads it.
+few-shot validation images alone, and is scored on the held-out images: every training and validation image
+outside the draw, which no fit and no rule saw. Each rule runs on the bases' logits put on one footing two
+ways: `row` (each image's centred logits scaled to unit deviation, what gate-joint did before) and `scale`
+(each base's centred logits divided by one number, their root mean square over the draw's training and
+validation images: what gate-joint does). Test accuracy is printed beside it for the record; no choice
+reads it.
 
     python benchmarks/base_selection_study.py [--datasets fashion-mnist,imagefolder:DIR] [--shots 1,2,4,8,16]
 
-Prints one JSON object: per dataset, rule and shot count the mean held-out validation accuracy and the mean
+Prints one JSON object: per dataset, rule:footing and shot count the mean held-out validation accuracy and the mean
 test accuracy over seeds, and per dataset the bases' own means.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
-from held_out import held_out, means, run
+from held_out import held_out_images, means, run
 from torch.nn import functional as F
 
-from crossgate.methods.gate import JointConfig, standardized
+from crossgate.methods.gate import JointConfig, centred, logit_scale
 from crossgate.pipeline import fit_one, load_features
 
 
@@ -29,13 +33,13 @@ def _cross_entropy(logits: np.ndarray, y: np.ndarray, temperature: float) -> flo
 
 
 def _calibrated_loss(logits: np.ndarray, y: np.ndarray) -> float:
-    """Validation cross-entropy at the best of a few temperatures: standardised logits have no scale of their
+    """Validation cross-entropy at the best of a few temperatures: rescaled logits have no scale of their
     own, and a loss ranks candidates that accuracy on a handful of images calls equal."""
     return min(_cross_entropy(logits, y, t) for t in (0.5, 1.0, 2.0, 4.0, 8.0))
 
 
 def _stacked(val: dict[str, np.ndarray], y: np.ndarray, prior: dict[str, float], shrink: float) -> dict[str, float]:
-    """Weights on the bases' standardised logits minimising validation cross-entropy plus shrink ·
+    """Weights on the bases' rescaled logits minimising validation cross-entropy plus shrink ·
     ||w - prior||² (a convex combination; with few validation images the prior decides)."""
     names = list(val)
     stack = torch.as_tensor(np.stack([val[n] for n in names]), dtype=torch.float64)
@@ -60,7 +64,7 @@ BASE_RULES = ("ensemble-or-logreg", "ensemble", "best-single", "best-single-loss
 
 def choose_base_weights(rule: str, val: dict[str, np.ndarray], y: np.ndarray,
                         text_prior: np.ndarray | None = None) -> dict[str, float]:
-    """The base as weights on the bases' standardised validation logits `val` (name -> (n, C)), by `rule`:
+    """The base as weights on the bases' validation logits, on one footing, `val` (name -> (n, C)), by `rule`:
     ensemble-or-logreg (what gate-joint did: the two by accuracy), ensemble (equal weights), best-single
     (the ensemble or one base, by accuracy, ties to the ensemble), best-single-loss (by accuracy, ties by
     calibrated loss), +zs (zero-shot, `text_prior`, is a candidate too), stacked (weights learned on
@@ -78,7 +82,7 @@ def choose_base_weights(rule: str, val: dict[str, np.ndarray], y: np.ndarray,
         candidates = {c: candidates[c] for c in ("ensemble", "logreg") if c in candidates}
 
     def mix(weights):
-        return standardized(torch.as_tensor(sum(w * val[n] for n, w in weights.items()))).numpy()
+        return sum(w * val[n] for n, w in weights.items())
 
     def score(c):
         logits = mix(candidates[c])
@@ -90,8 +94,21 @@ def choose_base_weights(rule: str, val: dict[str, np.ndarray], y: np.ndarray,
     return candidates[best]
 
 
-def standard(logits: np.ndarray) -> np.ndarray:
-    return standardized(torch.as_tensor(logits, dtype=torch.float64)).numpy()
+def footings(fitted: dict, reference: np.ndarray) -> dict:
+    """Per footing, a function from images to each base's logits on it (name -> (n, C))."""
+    scales = {b: logit_scale(torch.as_tensor(clf._logits(reference), dtype=torch.float64)) for b, clf in fitted.items()}
+
+    def row(x):
+        out = {}
+        for b, clf in fitted.items():
+            c = centred(torch.as_tensor(clf._logits(x), dtype=torch.float64))
+            out[b] = (c / (c.std(1, keepdim=True, correction=0) + 1e-9)).numpy()
+        return out
+
+    def scale(x):
+        return {b: centred(torch.as_tensor(clf._logits(x), dtype=torch.float64)).numpy() / scales[b]
+                for b, clf in fitted.items()}
+    return {"row": row, "scale": scale}
 
 
 def study(dataset: str, shots: list[int], seeds: list[int]) -> dict:
@@ -101,23 +118,26 @@ def study(dataset: str, shots: list[int], seeds: list[int]) -> dict:
     for k in shots:
         for seed in seeds:
             split = feats.few_shot(k, seed)
-            held = held_out(len(feats.val.labels), split.val)
+            xtr = feats.train.x[split.train]
             xv, yv = feats.val.x[split.val], feats.val.labels[split.val]
+            xh, yh = held_out_images(feats, split)
             fitted = {b: fit_one(feats, b, k, seed)[0] for b in [*bases, "zeroshot"]}
-            logits = {part: {b: standard(clf._logits(x)) for b, clf in fitted.items()}
-                      for part, x in (("val", xv), ("held", feats.val.x[held]), ("test", feats.test.x))}
-            labels = {"val": yv, "held": feats.val.labels[held], "test": feats.test.labels}
-            for b in fitted:
-                for part in ("held", "test"):
-                    acc = float(np.mean(logits[part][b].argmax(1) == labels[part]))
-                    out["bases"].setdefault(b, {}).setdefault(part, {}).setdefault(k, []).append(100 * acc)
-            for rule in BASE_RULES:
-                weights = choose_base_weights(rule, {b: logits["val"][b] for b in bases}, yv,
-                                              text_prior=logits["val"]["zeroshot"])
-                for part in ("held", "test"):
-                    mix = sum(w * logits[part][b] for b, w in weights.items() if w)
-                    acc = float(np.mean(mix.argmax(1) == labels[part]))
-                    out["rules"].setdefault(rule, {}).setdefault(part, {}).setdefault(k, []).append(100 * acc)
+            labels = {"held": yh, "test": feats.test.labels}
+            for footing, logits_of in footings(fitted, np.concatenate([xtr, xv])).items():
+                logits = {part: logits_of(x) for part, x in (("val", xv), ("held", xh), ("test", feats.test.x))}
+                if footing == "row":
+                    for b in fitted:
+                        for part in ("held", "test"):
+                            acc = float(np.mean(logits[part][b].argmax(1) == labels[part]))
+                            out["bases"].setdefault(b, {}).setdefault(part, {}).setdefault(k, []).append(100 * acc)
+                for rule in BASE_RULES:
+                    weights = choose_base_weights(rule, {b: logits["val"][b] for b in bases}, yv,
+                                                  text_prior=logits["val"]["zeroshot"])
+                    for part in ("held", "test"):
+                        mix = sum(w * logits[part][b] for b, w in weights.items() if w)
+                        acc = float(np.mean(mix.argmax(1) == labels[part]))
+                        out["rules"].setdefault(f"{rule}:{footing}", {}).setdefault(part, {}).setdefault(k, []).append(
+                            100 * acc)
     return {kind: means(out[kind]) for kind in ("rules", "bases")}
 
 

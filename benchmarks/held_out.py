@@ -18,6 +18,17 @@ def held_out(n_val: int, drawn: np.ndarray) -> np.ndarray:
     return np.setdiff1d(np.arange(n_val), drawn)
 
 
+def held_out_images(feats, split, cap: int = 3000) -> tuple[np.ndarray, np.ndarray]:
+    """Every image of the training and validation splits outside the few-shot draw (training rows: a fixed
+    sample of at most `cap`), with labels: a held-out set larger than the validation split alone."""
+    train = held_out(len(feats.train.labels), split.train)
+    if len(train) > cap:
+        train = np.sort(np.random.default_rng(0).choice(train, cap, replace=False))
+    val = held_out(len(feats.val.labels), split.val)
+    return (np.concatenate([feats.train.x[train], feats.val.x[val]]),
+            np.concatenate([feats.train.labels[train], feats.val.labels[val]]))
+
+
 def means(values: dict) -> dict:
     """{name: {part: {shots: [per seed]}}} -> the same with each list replaced by its mean."""
     return {name: {part: {k: round(float(np.mean(v)), 2) for k, v in per.items()} for part, per in parts.items()}

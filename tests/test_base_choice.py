@@ -1,7 +1,10 @@
 """Issue 24: how gate-joint chooses its base, the rule where validation cannot tell, and the report of it."""
 import numpy as np
+import pytest
 
+from crossgate.errors import UserError
 from crossgate.methods import create_method
+from crossgate.methods.gate import JointConfig
 from tests.conftest import blobs
 
 
@@ -69,3 +72,26 @@ def test_taskres_keeps_its_default_alpha_on_one_validation_image_per_class():
     assert chosen.chosen_["alpha"] in (1.0, 0.5)
     forced = create_method("taskres", config=TaskResConfig(alphas=(1.0, 0.5), epochs=3, select_from=1))
     assert forced.fit(x, y, text=text, val=(x[one], y[one])).alpha_ in (1.0, 0.5)
+
+
+@pytest.mark.parametrize("scales", [None, {"logreg": 1.0}, "wrong", {"bad": -1.0}, {"zero": 0.0}, {"flag": True}])
+def test_a_saved_gate_joint_with_missing_or_bad_base_scales_is_refused_in_one_line(tmp_path, scales):
+    import json
+
+    from crossgate.model import SavedModel, load_model, save_model
+
+    x, y, text = blobs()
+    clf = create_method("gate-joint", config=JointConfig(steps=1), random_state=0).fit(x, y, text=text)
+    save_model(tmp_path / "m", SavedModel(clf, "gate-joint", "tiny-clip", "id-1", list("abcd"), ["{}"]))
+    path = tmp_path / "m" / "model.json"
+    meta = json.loads(path.read_text())
+    values = meta["state"]["values"]
+    if scales is None:
+        del values["member_scales_"]
+    elif isinstance(scales, dict) and len(scales) == 1 and "logreg" not in scales:
+        values["member_scales_"]["lpp"] = next(iter(scales.values()))  # one base's scale negative or NaN
+    else:
+        values["member_scales_"] = scales
+    path.write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="scale for each base"):
+        load_model(tmp_path / "m")

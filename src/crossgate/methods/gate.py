@@ -7,11 +7,13 @@ features), because it is the strongest simple head that uses no test data and st
 
 `gate-joint` is ours: the paper's gate as a residual on a strong base. The base is the ensemble of the
 fitted bases (logreg, lpp, proker, gda, tip) or logreg alone, chosen on the few-shot validation split
-(where validation cannot tell them apart, the ensemble: it keeps the zero-shot text prior; the rule was
-judged against six others on held-out validation images, benchmarks/base_selection_study.py);
-on it, logits = base + W·unit(x + β·enhanced) + λ·(per-class attention mass), W, β, λ starting at 0, so
-training starts from the base; trained with cross-entropy plus the combined loss; k in {1, 5, all} and the
-checkpoint (step 0 = the base alone) chosen on validation. README, Methods, says the same.
+(where validation cannot tell them apart, the ensemble: it keeps the zero-shot text prior). Each base's
+centred logits are divided by one scale of its own, measured on the fit's images, so a confident base
+counts more on the images it is sure of. Both rules were judged against others on held-out images
+(benchmarks/base_selection_study.py). On the base, logits = base + W·unit(x + β·enhanced) +
+λ·(per-class attention mass), W, β, λ starting at 0, so training starts from the base; trained with
+cross-entropy plus the combined loss; k in {1, 5, all} and the checkpoint (step 0 = the base alone) chosen
+on validation. README, Methods, says the same.
 """
 from __future__ import annotations
 
@@ -252,8 +254,8 @@ class JointConfig:
     # text-weak data (Fashion-MNIST on lite) pulls the zero-shot-anchored bases down, and the ensemble with them;
     # the image-only probe alone is the other candidate (chosen on held-out validation images, see README)
     candidates: tuple[str, ...] = param(("ensemble", "logreg"), "base candidates, chosen on validation (ties to "
-                                        "the ensemble, then the earlier): 'ensemble' (the mean of the bases' "
-                                        "standardised logits) or a base's name; a method not among the bases is "
+                                        "the ensemble, then the earlier): 'ensemble' (the mean of the bases' scaled "
+                                        "logits) or a base's name; a method not among the bases is "
                                         "skipped")
     steps: int = param(100, "full-batch Adam steps of the gate and its residual", positive=True)
     lr: float = param(1e-3, "Adam learning rate", positive=True)
@@ -283,11 +285,21 @@ def _same_estimator(fitted, fresh: FewShotClassifier) -> bool:
             and str(fitted.device) == str(fresh.device))
 
 
-def standardized(logits: torch.Tensor) -> torch.Tensor:
-    """Each row's logits centred and scaled to unit standard deviation: bases with different logit scales
-    (100·cos, a probe's raw scores, ProKeR's bare cosines) count alike in an ensemble."""
-    logits = logits - logits.mean(1, keepdim=True)
-    return logits / (logits.std(1, keepdim=True, correction=0) + 1e-9)
+def centred(logits: torch.Tensor) -> torch.Tensor:
+    """Each row's logits minus their mean: what softmax sees of them."""
+    return logits - logits.mean(1, keepdim=True)
+
+
+def logit_scale(logits: torch.Tensor) -> float:
+    """One number per base, the root mean square of its centred logits over the reference images: dividing
+    by it puts bases with different logit scales (100·cos, a probe's raw scores, ProKeR's bare cosines) on
+    one footing while each image keeps its confidence. (Scaling each row to unit deviation instead erases
+    confidence: with two classes every row becomes ±1 and the ensemble a majority vote.)"""
+    return float(centred(logits).pow(2).mean().sqrt()) + 1e-12
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")
 
 
 class _Residual(nn.Module):
@@ -345,7 +357,12 @@ class GateJoint(_GateBase):
             else:
                 self.bases_[name] = fresh.fit(x, y, text=text, val=val)
         xv, yv = self._val_or_train(x, y, val)
+        # the scales come from every image this fit was given (training and validation), no labels read
+        reference = np.concatenate([x, val[0]]) if val else x
+        self.member_scales_ = {name: logit_scale(self._raw_logits(name, reference)) for name in self.bases_}
+        self.base_scale_ = 1.0
         self.base_ = self._choose_base(xv, yv)
+        self.base_scale_ = logit_scale(self._base_logits(reference))
         data = _prepare(x, y, text, val, cfg.text_space)
         self.img_mean_ = data.x.mean(0) if cfg.center else torch.zeros(data.x.shape[1])
         self.pool_mean_ = data.pool.mean(0) if cfg.center else torch.zeros(data.pool.shape[1])
@@ -373,13 +390,17 @@ class GateJoint(_GateBase):
                         "bases_reused": reused}  # fitted before, on this draw: not in this fit's seconds
         return self
 
+    def _raw_logits(self, name: str, x: np.ndarray) -> torch.Tensor:
+        with torch.device("cpu"):  # a fitted estimator's state lives on the CPU, also inside a GPU fit
+            return tensor(self.bases_[name]._logits(x)).double()
+
     def _base_logits(self, x: np.ndarray, base: str | None = None) -> torch.Tensor:
-        """The chosen base's logits (an ensemble: the mean of the bases' standardised logits), standardised."""
+        """The chosen base's logits: a base's, or the ensemble's (the mean of the bases' centred logits, each
+        divided by its scale), centred and divided by the chosen base's scale."""
         base = base or self.base_
         members = list(self.bases_) if base == "ensemble" else [base]
-        with torch.device("cpu"):  # a fitted estimator's state lives on the CPU, also inside a GPU fit
-            raw = [self.bases_[m]._logits(x) for m in members]
-        return standardized(sum(standardized(tensor(r).double()) for r in raw) / len(raw)).float()
+        mixed = sum(centred(self._raw_logits(m, x)) / self.member_scales_[m] for m in members)
+        return (mixed / len(members) / self.base_scale_).float()
 
     def _candidates(self) -> list[str]:
         return list(dict.fromkeys(c for c in self._config().candidates if c == "ensemble" or c in self.bases_))
@@ -443,6 +464,11 @@ class GateJoint(_GateBase):
                 {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}, base_state)
         if self.base_ not in ("ensemble", *self.bases_):
             raise UserError(f"saved gate-joint base {self.base_!r} is none of its bases")
+        scales = getattr(self, "member_scales_", None)
+        if not isinstance(scales, dict) or set(scales) != set(self.bases_) \
+                or not all(_positive(v) for v in [*scales.values(), getattr(self, "base_scale_", None)]):
+            raise UserError("saved gate-joint model lacks a positive scale for each base (saved by an older "
+                            "crossgate?); train it again")
         return self
 
     def _module_spec(self, name, module):
