@@ -166,11 +166,96 @@ def test_offline_names_every_missing_file_and_its_source(tmp_path, capsys):
     assert f"{tmp_path}/oxford_pets/split_zhou_OxfordPets.json (from https://raw.githubusercontent.com/" in err
 
 
+PUBLIC_IMAGES = ("oxford_pets", "food101", "caltech101", "oxford_flowers", "dtd", "eurosat", "sun397", "ucf101",
+                 "fgvc_aircraft")  # the CoOp datasets whose images are public; Cars, ImageNet and shifts: the user's
+
+
 def test_shipped_download_table_is_complete():
     table = json.loads((dl.resources.files("crossgate") / "data" / "downloads.json").read_text())
-    for name in ("oxford_pets", "food101"):
-        files, indices = dl.remotes(name)
-        assert {f.role for f in files} == {"images", "split"} and all(f.md5 or f.sha256 or f.role == "split"
-                                                                      for f in files)
-        assert len(indices) == 15 and all(len(r.sha256) == 64 for r in indices)
     assert "_about" in table
+    for name in PUBLIC_IMAGES:
+        files, indices = dl.remotes(name)
+        archives = [f for f in files if f.extract_to is not None]
+        assert archives and dl.availability(name) == "downloads", name
+        # every file is pinned by a checksum, or says why none exists (then it is checked by extracting it)
+        assert all(f.md5 or f.sha256 or f.git_blob or f.no_checksum for f in files), name
+        assert all(f.url.startswith("http") and f.provides for f in archives), name
+        assert len(indices) == 15 and all(r.sha256 or r.git_blob for r in indices), name
+    for name in ("stanford_cars",):
+        assert dl.availability(name) == "split downloads"
+    assert dl.availability("imagenet") == "index downloads"
+    for name in ("imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r", "fashion-mnist"):
+        assert dl.availability(name) == "local"
+
+
+def test_crossgate_datasets_lists_the_eleven_and_the_shift_sets_with_what_first_use_fetches(capsys):
+    assert main(["datasets"]) == 0
+    lines = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[1:] if line.strip()
+             and not line.startswith("FIRST USE")}
+    coop = ("oxford_pets", "food101", "caltech101", "oxford_flowers", "stanford_cars", "dtd", "eurosat", "sun397",
+            "ucf101", "imagenet", "fgvc_aircraft")
+    for name in (*coop, "imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r"):
+        assert lines[name] in ("downloads", "split", "index", "local"), name
+    assert all(lines[n] == "downloads" for n in PUBLIC_IMAGES)
+
+
+def _zip(entries, symlink: str | None = None) -> bytes:
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, content in entries:
+            z.writestr(name, content)
+        if symlink:
+            info = zipfile.ZipInfo(symlink)
+            info.external_attr = (0o120777 << 16)  # a symbolic link, as Unix zip records one
+            z.writestr(info, "/etc/passwd")
+    return buf.getvalue()
+
+
+def test_zip_archives_extract_and_unsafe_zip_members_are_refused(tmp_path):
+    archive = tmp_path / "EuroSAT.zip"
+    archive.write_bytes(_zip([("2750/Forest/1.jpg", b"a"), ("2750/River/2.jpg", b"b")]))
+    dl.safe_extract(archive, tmp_path / "eurosat")
+    assert (tmp_path / "eurosat" / "2750" / "River" / "2.jpg").read_bytes() == b"b"
+    for bad in ([("../evil.txt", b"x")], [("/abs.txt", b"x")], [("a\\..\\..\\evil.txt", b"x")]):
+        archive.write_bytes(_zip([("ok/1.jpg", b"a"), *bad]))
+        with pytest.raises(UserError, match="unsafe member"):
+            dl.safe_extract(archive, tmp_path / "into")
+        assert not (tmp_path / "into" / "ok").exists() and not (tmp_path / "evil.txt").exists()
+    archive.write_bytes(_zip([("ok/1.jpg", b"a")], symlink="ok/link"))
+    with pytest.raises(UserError, match="unsafe member"):
+        dl.safe_extract(archive, tmp_path / "into")
+    archive.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(UserError, match="not a readable"):
+        dl.safe_extract(archive, tmp_path / "into")
+
+
+def test_an_archive_of_archives_and_a_subfolder_are_laid_out_as_coop_reads_them(server, tmp_path, monkeypatch):
+    """Caltech101's zip holds caltech-101/101_ObjectCategories.tar.gz; Aircraft's tar holds
+    fgvc-aircraft-2013b/data/, whose contents are the dataset folder."""
+    inner = _tar([("101_ObjectCategories/face/1.jpg", b"face")])
+    server.files["caltech-101.zip"] = _zip([("caltech-101/101_ObjectCategories.tar.gz", inner),
+                                            ("caltech-101/show_annotation.m", b"%")])
+    server.files["aircraft.tar.gz"] = _tar([("fgvc-aircraft-2013b/data/variants.txt", b"A\nB\n"),
+                                            ("fgvc-aircraft-2013b/data/images/1.jpg", b"jpg"),
+                                            ("fgvc-aircraft-2013b/README.html", b"x")])
+    md5 = {n: hashlib.md5(server.files[n]).hexdigest() for n in server.files}
+    table = {"caltech101": {"files": [{"url": server.url + "caltech-101.zip", "path": "caltech-101/caltech-101.zip",
+                                       "md5": md5["caltech-101.zip"], "extract_to": "caltech-101",
+                                       "extract_from": "caltech-101", "nested": ["101_ObjectCategories.tar.gz"],
+                                       "provides": "caltech-101/101_ObjectCategories", "role": "images"}],
+                            "indices": {}},
+             "fgvc_aircraft": {"files": [{"url": server.url + "aircraft.tar.gz", "path": "aircraft.tar.gz",
+                                          "no_checksum": "none published", "extract_to": "fgvc_aircraft",
+                                          "extract_from": "fgvc-aircraft-2013b/data",
+                                          "provides": "fgvc_aircraft/variants.txt", "role": "split"}],
+                               "indices": {}}}
+    monkeypatch.setattr(dl, "_table", lambda: table)
+    root = tmp_path / "data"
+    dl.ensure_files("caltech101", root, "images", progress=False)
+    assert (root / "caltech-101" / "101_ObjectCategories" / "face" / "1.jpg").read_bytes() == b"face"
+    assert not (root / "caltech-101" / "101_ObjectCategories.tar.gz").exists()
+    assert not (root / "caltech-101" / "caltech-101.zip").exists()
+    dl.ensure_files("fgvc_aircraft", root, "split", progress=False)
+    assert sorted(p.name for p in (root / "fgvc_aircraft").iterdir()) == ["images", "variants.txt"]

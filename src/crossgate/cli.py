@@ -489,10 +489,21 @@ def cmd_list(args, settings) -> int:
         registry = {"datasets": "DATASETS", "methods": "METHODS"}[args.command]
         module = __import__(f"crossgate.{args.command}", fromlist=[registry])
         reg = getattr(module, registry)
-        for name in reg.names():
-            print(f"{name:<20} {reg.help(name)}")
         if args.command == "datasets":
-            print(f"{'imagefolder:PATH':<20} your images, one sub-folder per class (optional train/ val/ test/)")
+            from .datasets.download import availability
+
+            print(f"{'NAME':<20} {'FIRST USE':<16} ABOUT")
+            for name in reg.names():
+                print(f"{name:<20} {availability(name):<16} {reg.help(name)}")
+            print(f"{'imagefolder:PATH':<20} {'local':<16} your images, one sub-folder per class (optional train/ "
+                  "val/ test/)")
+            print("\nFIRST USE: downloads = images and split files are fetched and checked (checksums; where none is "
+                  "published, by extracting and reading them); split downloads / index downloads = only those "
+                  "files, you supply the images (the error says where they go); local = nothing is fetched. "
+                  "--offline fetches nothing.")
+        else:
+            for name in reg.names():
+                print(f"{name:<20} {reg.help(name)}")
     return 0
 
 

@@ -43,7 +43,9 @@ SPECS = {spec.name: spec for spec in (
     CoopSpec("caltech101", "caltech-101", "split_zhou_Caltech101.json", "a photo of a {}.", "101_ObjectCategories"),
     CoopSpec("oxford_flowers", "oxford_flowers", "split_zhou_OxfordFlowers.json",
              "a photo of a {}, a type of flower.", "jpg"),
-    CoopSpec("stanford_cars", "stanford_cars", "split_zhou_StanfordCars.json", "a photo of a {}.", "."),
+    CoopSpec("stanford_cars", "stanford_cars", "split_zhou_StanfordCars.json", "a photo of a {}.", ".",
+             how="Stanford Cars is supplied by you (its official URL is gone): put the folders cars_train/ and "
+                 "cars_test/ of the original release in DATA_ROOT/stanford_cars, beside the split file"),
     CoopSpec("dtd", "dtd", "split_zhou_DescribableTextures.json", "{} texture."),
     CoopSpec("eurosat", "eurosat", "split_zhou_EuroSAT.json", "a centered satellite photo of {}.", "2750"),
     CoopSpec("sun397", "sun397", "split_zhou_SUN397.json", "a photo of a {}.", "SUN397"),

@@ -13,7 +13,8 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+import zipfile
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path, PurePosixPath
 
@@ -30,7 +31,10 @@ class Remote:
     md5: str | None = None
     sha256: str | None = None  # neither: the publisher gives no checksum; the reader validates the content
     git_blob: str | None = None  # git's blob id of the content (a file too large for the copy we could read)
-    extract_to: str | None = None  # an archive: extract into this folder under the data root
+    no_checksum: str | None = None  # why no checksum is pinned; the content is checked by extracting and reading it
+    extract_to: str | None = None  # an archive (tar or zip): extract into this folder under the data root
+    extract_from: str | None = None  # take only this folder of the archive (its contents go into extract_to)
+    nested: tuple[str, ...] = field(default=())  # archives inside the extracted tree: extracted where they lie
     provides: str | None = None  # what must exist under the data root once done (default: path)
     role: str = "split"  # "split": needed to open the dataset; "images": needed to compute features
 
@@ -47,7 +51,17 @@ def remotes(dataset: str) -> tuple[list[Remote], list[Remote]]:
     entry = _table().get(dataset, {"files": [], "indices": {}})
     indices = [Remote(url=v["url"], path=f"indices/{dataset}/{name}", sha256=v.get("sha256"),
                       git_blob=v.get("git_blob")) for name, v in entry["indices"].items()]
-    return [Remote(**f) for f in entry["files"]], indices
+    return [Remote(**{**f, "nested": tuple(f.get("nested", ()))}) for f in entry["files"]], indices
+
+
+def availability(dataset: str) -> str:
+    """What first use of `dataset` fetches: 'downloads' (images and splits), 'split downloads' (the split
+    and index files; you supply the images), 'index downloads' (Lin et al.'s few-shot index files only) or
+    'local' (nothing: embedded, or supplied by you)."""
+    files, indices = remotes(dataset)
+    if any(f.extract_to is not None for f in files):
+        return "downloads"
+    return "split downloads" if files else "index downloads" if indices else "local"
 
 
 def _digest(path: Path, algorithm: str) -> str:
@@ -121,26 +135,66 @@ def _unreachable(remote: Remote, dest: Path, reason: str) -> UserError:
                      "(or point --data-root / CROSSGATE_DATA at a folder that has it)")
 
 
-def safe_extract(archive: Path, into: Path) -> None:
-    """Extract a tar archive into `into`; members that would land outside it, links, devices and other
-    special files are refused before anything is written."""
+def safe_extract(archive: Path, into: Path, subfolder: str | None = None) -> None:
+    """Extract a tar or zip archive into `into` (only its `subfolder`, if given, whose contents land in
+    `into`); members that would land outside it, links, devices and other special files are refused before
+    anything is written. Files already in `into` that the archive lacks are kept."""
     into.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=into, prefix=".extract-") as tmp:
+        if zipfile.is_zipfile(archive):
+            _extract_zip(archive, Path(tmp))
+        else:
+            _extract_tar(archive, Path(tmp))
+        taken = Path(tmp) / PurePosixPath(subfolder) if subfolder else Path(tmp)
+        if not taken.is_dir():
+            raise UserError(f"{archive} has no folder {subfolder!r}; delete it and download it again")
+        _merge(taken, into)
+
+
+def _unsafe(archive: Path, name: str) -> UserError:
+    return UserError(f"{archive} has an unsafe member {name!r} (absolute path, '..', link or special file); "
+                     "refusing to extract it. Delete the archive and download it again")
+
+
+def _safe_name(name: str) -> bool:
+    path = PurePosixPath(name.replace("\\", "/"))
+    return bool(name) and not path.is_absolute() and ".." not in path.parts and ":" not in path.parts[0]
+
+
+def _extract_tar(archive: Path, dest: Path) -> None:
     try:
         with tarfile.open(archive) as tar:
             members = tar.getmembers()
             for m in members:
-                name = PurePosixPath(m.name)
-                if name.is_absolute() or ".." in name.parts or not (m.isfile() or m.isdir()):
-                    raise UserError(f"{archive} has an unsafe member {m.name!r} (absolute path, '..', link or "
-                                    "special file); refusing to extract it. Delete the archive and download it again")
-            with tempfile.TemporaryDirectory(dir=into, prefix=".extract-") as tmp:
-                if hasattr(tarfile, "data_filter"):
-                    tar.extractall(tmp, members=members, filter="data")
-                else:  # Python before 3.10.12 / 3.11.4: no filters; the members were checked above
-                    _extract_plain(tar, members, Path(tmp))
-                _merge(Path(tmp), into)
+                if not _safe_name(m.name) or not (m.isfile() or m.isdir()):
+                    raise _unsafe(archive, m.name)
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(dest, members=members, filter="data")
+            else:  # Python before 3.10.12 / 3.11.4: no filters; the members were checked above
+                _extract_plain(tar, members, dest)
     except (tarfile.TarError, EOFError, OSError) as err:
-        raise UserError(f"{archive} is not a readable tar archive ({err}); delete it and download it again") from None
+        raise UserError(f"{archive} is not a readable tar or zip archive ({err}); delete it and download it "
+                        "again") from None
+
+
+def _extract_zip(archive: Path, dest: Path) -> None:
+    try:
+        with zipfile.ZipFile(archive) as z:
+            members = z.infolist()
+            for m in members:
+                kind = (m.external_attr >> 16) & 0o170000  # the Unix file type, where the zip records one
+                if not _safe_name(m.filename) or kind not in (0, 0o100000, 0o040000):
+                    raise _unsafe(archive, m.filename)
+            for m in members:
+                target = dest / PurePosixPath(m.filename)
+                if m.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with z.open(m) as src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out, CHUNK)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+        raise UserError(f"{archive} is not a readable zip archive ({err}); delete it and download it again") from None
 
 
 def _extract_plain(tar: tarfile.TarFile, members: list, dest: Path) -> None:
@@ -178,7 +232,12 @@ def ensure_files(dataset: str, root: Path, role: str, progress: bool = True) -> 
         if not (dest.is_file() and verify(dest, remote)):
             download(remote, dest, progress)
         if remote.extract_to is not None:
-            safe_extract(dest, root / remote.extract_to)
+            safe_extract(dest, root / remote.extract_to, remote.extract_from)
+            for inner in remote.nested:  # an archive of archives (Caltech101's zip holds its tar.gz)
+                nested = root / remote.extract_to / PurePosixPath(inner)
+                if nested.is_file():
+                    safe_extract(nested, nested.parent)
+                    nested.unlink()
             if not remote.target(root).exists():
                 raise UserError(f"{dest} did not contain {remote.provides}; delete it and download it again")
             dest.unlink()  # extracted: the archive is no longer needed

@@ -29,6 +29,8 @@ class AircraftDataset(Dataset):
         self.root = Path(root)
         self.folder = self.root / FOLDER
         self.download, self.progress = download, progress
+        if download:  # the official archive holds the lists too: it is fetched when the dataset is opened
+            ensure_files(NAME, self.root, "split", progress)
         if download and not self.index_dir.is_dir():
             for problem in ensure_indices(NAME, self.root, progress):
                 log.warning("%s; without it crossgate samples that few-shot split itself", problem)
