@@ -106,8 +106,18 @@ def test_a_shift_set_is_not_a_dataset_to_fit_and_needs_its_own_dataset(capsys, d
     assert "unknown shift set" in run_error(capsys, *base, "--shift", "imagenet_c")
 
 
-def test_the_cli_knows_every_registered_shift_set():
-    from crossgate.cli import SHIFT_SETS
+def test_the_cli_knows_every_registered_shift_set_from_the_registry_alone():
+    from crossgate.cli import registered, shift_list
+    from crossgate.datasets import DATASETS
     from crossgate.datasets.imagenet_shifts import SHIFTS
 
-    assert set(SHIFT_SETS) == set(SHIFTS)
+    assert set(registered("shift")) == set(SHIFTS) and set(shift_list("all")) == set(SHIFTS)
+
+    @DATASETS.register("imagenet_c_test", tags=("shift",))  # a new shift set is one registration, no CLI edit
+    def _new(settings=None):
+        raise AssertionError("not opened")
+
+    try:
+        assert shift_list("imagenet_c_test") == ("imagenet_c_test",) and "imagenet_c_test" in shift_list("all")
+    finally:
+        DATASETS.unregister("imagenet_c_test")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import logging
 import os
 import re
 import sys
@@ -89,18 +90,46 @@ def name_list(text: str) -> tuple[str, ...]:
     return () if items == ("all",) else _unique(items, text)
 
 
-SHIFT_SETS = ("imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r")  # datasets.imagenet_shifts, by name
+def registered(tag: str) -> list[str]:
+    """The datasets registered with `tag` ("coop": the suite; "shift": test-only shift sets)."""
+    from .datasets import DATASETS
+
+    return DATASETS.names(tag=tag)
 
 
 def shift_list(text: str) -> tuple[str, ...]:
     """'all' or shift-set names, each once."""
+    available = registered("shift")
     if text.strip() == "all":
-        return SHIFT_SETS
+        return tuple(available)
     names = _list_of(text, str, "shift sets")
-    unknown = [n for n in names if n not in SHIFT_SETS]
+    unknown = [n for n in names if n not in available]
     if unknown:
-        raise argparse.ArgumentTypeError(f"unknown shift set {unknown[0]!r}; available: {', '.join(SHIFT_SETS)}, all")
+        raise argparse.ArgumentTypeError(f"unknown shift set {unknown[0]!r}; available: {', '.join(available)}, all")
     return names
+
+
+SUITES = {"coop": "the 11 CoOp datasets"}  # a --dataset value naming every dataset registered with that tag
+
+
+def dataset_names(text: str) -> list[str]:
+    """--dataset: one name, a suite (`coop`) or a comma-separated list; imagefolder paths made canonical (a
+    path holding a comma is one name when it exists)."""
+    from .datasets.imagefolder import canonical_name
+
+    def one(name: str) -> str:
+        name = name.strip()
+        return canonical_name(name) if name.startswith("imagefolder:") and name[len("imagefolder:"):].strip() else name
+
+    if text.strip() in SUITES:
+        return registered(text.strip())
+    if "," not in text or (text.startswith("imagefolder:") and Path(text[len("imagefolder:"):]).expanduser().exists()):
+        return [one(text)]
+    names = [one(n) for n in text.split(",") if n.strip()]
+    if not names or len(set(names)) != len(names):
+        raise UserError(f"--dataset {text!r}: expected a dataset name, 'coop', or a comma-separated list of "
+                        "different names (see `crossgate datasets`)")
+    return [n for part in names for n in (registered(part) if part in SUITES else [part])]
 
 
 def shots_value(text: str) -> int | str:
@@ -534,10 +563,65 @@ def cmd_extract(args, settings) -> int:
 
 
 def cmd_bench(args, settings) -> int:
+    from .bench import check_out_folder
+    from .report import average_markdown, markdown_table, paired_markdown, summarize, write_reports
+
+    if len(args.datasets) > 1:
+        available = _suite_preflight(args, settings)
+        check_out_folder(args.out)
+        rows = []
+        for name in available:  # each shift set is scored with the dataset it shifts
+            shifts = tuple(s for s in args.shift if s in registered(f"shift-of:{name}"))
+            rows += _bench_one(argparse.Namespace(**{**vars(args), "dataset": name, "shift": shifts}), settings)
+    else:
+        rows = _bench_one(args, settings)
+    written = write_reports(args.out)
+    print(f"wrote {args.out / 'results.jsonl'}, " + ", ".join(p.name for p in written)
+          + (f"; the {len(args.corrupt)} robustness tables are in summary.md" if args.corrupt else ""))
+    paired = paired_markdown(rows)
+    if paired:
+        print("\n" + paired)
+    for (ds, bb), by_method in summarize(rows).items():  # the main tables last: what a reader looks for first
+        print(f"\n{ds} · {bb} · test accuracy (%), mean ± std over seeds {','.join(map(str, args.seeds))}\n")
+        print(markdown_table(by_method))
+    average = average_markdown(rows)
+    if average:
+        print("\n" + average)
+    return 0
+
+
+def _suite_preflight(args, settings) -> list[str]:
+    """The datasets of a suite or list that open (their split files fetched where they download); the others
+    named at the start with what to do, and left out."""
+    from .datasets import load_dataset
+    from .datasets.download import availability
+
+    available, missing = [], []
+    for name in args.datasets:
+        try:
+            dataset = load_dataset(name, settings, templates=args.templates)
+            if settings.offline or availability(name) != "downloads":  # images that no download will bring
+                dataset.ensure_images()
+            available.append(name)
+        except UserError as err:
+            missing.append(f"  {name}: {err}")
+    print(f"crossgate {args.command}: {len(available)} of {len(args.datasets)} datasets available"
+          + (f" ({', '.join(available)})" if available else "")
+          + ("; left out, with what to do:\n" + "\n".join(missing) if missing else ""), flush=True)
+    if not available:
+        raise UserError(f"none of the datasets {', '.join(args.datasets)} is available; see the lines above")
+    orphans = [s for s in args.shift if not any(s in registered(f"shift-of:{d}") for d in available)]
+    if orphans:
+        logging.getLogger("crossgate").warning("--shift: %s shift(s) a dataset that is not among the available "
+                                               "ones; not scored", ", ".join(orphans))
+    return available
+
+
+def _bench_one(args, settings) -> list[dict]:
+    """One dataset's runs into args.out (resumed); the rows of this dataset and backbone."""
     from .bench import BenchConfig, check_out_folder, pending_runs, run_bench
     from .methods import METHODS
     from .progress import progress
-    from .report import markdown_table, paired_markdown, summarize, write_reports
 
     config = BenchConfig(dataset=args.dataset, backbone=args.backbone, shots=args.shots, seeds=args.seeds,
                          methods=args.methods, out=args.out, jobs=args.jobs,
@@ -556,18 +640,8 @@ def cmd_bench(args, settings) -> int:
     skipped = {s: len(dataset.split(s)) - len(feats.split(s).labels) for s in ("train", "val", "test")}
     config.setup["skipped_images"] = {s: n for s, n in skipped.items() if n}
     with progress(total=len(todo), desc="fits", unit="run", enabled=settings.progress) as bar:
-        rows = run_bench(config, feats, encoder.identity, dataset_identity=dataset.identity,
+        return run_bench(config, feats, encoder.identity, dataset_identity=dataset.identity,
                          on_run=lambda row, key: bar.update(1) if row is not None else None)
-    written = write_reports(config.out)
-    print(f"wrote {config.out / 'results.jsonl'}, " + ", ".join(p.name for p in written)
-          + (f"; the {len(config.corruptions)} robustness tables are in summary.md" if config.corruptions else ""))
-    paired = paired_markdown(rows)
-    if paired:
-        print("\n" + paired)
-    for (ds, bb), by_method in summarize(rows).items():  # the main table last: what a reader looks for first
-        print(f"\n{ds} · {bb} · test accuracy (%), mean ± std over seeds {','.join(map(str, config.seeds))}\n")
-        print(markdown_table(by_method))
-    return 0
 
 
 def _say_plan(args, settings, config, n_runs: int, todo: list) -> tuple:
@@ -848,11 +922,13 @@ def main(argv: list[str] | None = None) -> int:
     if vars(args).get("offline") or os.environ.get("CROSSGATE_OFFLINE", "") not in ("", "0"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # pretrained weights from local caches only
     _log_warnings()
-    if (vars(args).get("dataset") or "").startswith("imagefolder:") and args.dataset[len("imagefolder:"):].strip():
-        from .datasets.imagefolder import canonical_name
-
-        args.dataset = canonical_name(args.dataset)  # DIR and DIR/ are one dataset: one name in rows and tables
     try:
+        if vars(args).get("dataset"):  # DIR and DIR/ are one dataset: one name in rows and tables
+            args.datasets = dataset_names(args.dataset)
+            if len(args.datasets) > 1 and args.command not in ("bench", "demo"):
+                raise UserError(f"crossgate {args.command} takes one dataset, not {args.dataset!r}; a list or a "
+                                "suite is for bench")
+            args.dataset = args.datasets[0]
         return COMMANDS[args.command](args, build_settings(args))
     except UserError as err:
         if vars(args).get("debug"):

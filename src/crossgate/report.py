@@ -104,6 +104,46 @@ def base_choices_markdown(rows: list[dict], method: str = GATED) -> str:
     return "\n".join(parts)
 
 
+AVERAGE = "Average"  # the column (and the csv's dataset) of the mean over datasets, as the papers print it
+
+
+def summarize_average(rows: list[dict]) -> dict[tuple, dict[str, dict[str, float]]]:
+    """{(backbone, shots): {method: {dataset: seed mean, ..., "Average": the mean of those}}} for backbones
+    with two or more datasets; a method lacking a dataset at that shot count gets no Average (a mean over
+    fewer datasets would not compare)."""
+    table = summarize(rows)
+    out: dict = {}
+    for backbone in dict.fromkeys(bb for _, bb in table):
+        datasets = [ds for ds, bb in table if bb == backbone]
+        if len(datasets) < 2:
+            continue
+        shots = {k for ds in datasets for per in table[(ds, backbone)].values() for k in per}
+        methods = list(dict.fromkeys(m for ds in datasets for m in table[(ds, backbone)]))
+        for k in sorted(shots):
+            cells = {}
+            for m in methods:
+                per = {ds: table[(ds, backbone)][m][k][0] for ds in datasets
+                       if k in table[(ds, backbone)].get(m, {})}
+                if per:
+                    cells[m] = {**per, **({AVERAGE: float(np.mean(list(per.values())))}
+                                          if len(per) == len(datasets) else {})}
+            out[(backbone, k)] = {"datasets": datasets, "methods": cells}
+    return out
+
+
+def average_markdown(rows: list[dict]) -> str:
+    parts = []
+    for (backbone, shots), table in summarize_average(rows).items():
+        columns = [*table["datasets"], AVERAGE]
+        parts += [f"### {shots}-shot · {backbone} · test accuracy (%), mean over seeds; {AVERAGE} = mean over the "
+                  f"{len(table['datasets'])} datasets", "",
+                  "| method | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+        parts += [f"| {m} | " + " | ".join(f"{per[c]:.1f}" if c in per else "" for c in columns) + " |"
+                  for m, per in table["methods"].items()]
+        parts.append("")
+    return "\n".join(parts)
+
+
 def summarize_shifts(rows: list[dict]) -> dict[tuple, dict[str, dict[str, tuple]]]:
     """{(dataset, backbone, shots): {method: {evaluation set: (mean, std, n_seeds)}}}: the dataset's own test
     split first, then each shift set, then "shift mean" (the mean over the shift sets of their seed means)."""
@@ -183,6 +223,10 @@ def summary_markdown(rows: list[dict]) -> str:
         seeds = sorted({r["seed"] for r in rows if r["dataset"] == dataset and r["backbone"] == backbone})
         parts += [f"## {dataset} · {backbone} · seeds {', '.join(map(str, seeds))}", "",
                   markdown_table(by_method), ""]
+    average = average_markdown(rows)
+    if average:
+        parts += [f"## {AVERAGE} over datasets", "", "The papers' layout: per shot count, methods × datasets "
+                  f"and their mean ({AVERAGE}, blank where a method lacks a dataset).", "", average]
     paired = paired_markdown(rows)
     if paired:
         parts += ["## Paired differences", "", paired]
@@ -214,6 +258,11 @@ def summary_csv(rows: list[dict]) -> str:
         for shots, d in per_shots.items():
             writer.writerow([dataset, backbone, f"{GATED} - {d['best_other']}", shots, len(d["diffs"]),
                              f"{d['mean']:.4f}", f"{d['std']:.4f}", d["best_other"], "clean"])
+    for (backbone, shots), table in summarize_average(rows).items():  # the mean over datasets
+        for method, per in table["methods"].items():
+            if AVERAGE in per:
+                writer.writerow([AVERAGE, backbone, method, shots, "", f"{per[AVERAGE]:.4f}", "",
+                                 "+".join(table["datasets"]), "clean"])
     for (dataset, backbone, shots), by_method in summarize_shifts(rows).items():  # the shift table
         for method, per in by_method.items():
             for name, (mean, std, n) in per.items():
@@ -309,6 +358,7 @@ def chance_level(rows: list[dict]) -> float | None:
 
 REPORT_NAMES = ("summary.md", "summary.csv")
 PLOT_PREFIX = "accuracy_vs_shots__"
+AVERAGE_PLOT = "average-over-datasets"  # the average plot's name part, where a dataset's name would be
 
 
 def report_files(out: Path) -> list[str]:
@@ -331,4 +381,16 @@ def write_reports(out: Path, rows: list[dict] | None = None) -> list[Path]:
         for fmt in PLOT_FORMATS:
             files[plot_file_name(dataset, backbone).replace(".png", f".{fmt}")] = plot_accuracy(
                 by_method, title, chance_level(mine), fmt)
+    averages: dict = defaultdict(lambda: defaultdict(dict))  # backbone -> method -> shots -> (mean, 0, n)
+    datasets_of = {}
+    for (backbone, shots), table in summarize_average(rows).items():
+        datasets_of[backbone] = table["datasets"]
+        for method, per in table["methods"].items():
+            if AVERAGE in per:
+                averages[backbone][method][shots] = (per[AVERAGE], 0.0, len(table["datasets"]))
+    for backbone, by_method in averages.items():
+        title = f"{AVERAGE} over {len(datasets_of[backbone])} datasets · {backbone} (mean of the seed means)"
+        for fmt in PLOT_FORMATS:
+            files[plot_file_name(AVERAGE_PLOT, backbone).replace(".png", f".{fmt}")] = plot_accuracy(
+                by_method, title, None, fmt)
     return out.write_all(files)

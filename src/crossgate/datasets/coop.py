@@ -143,7 +143,8 @@ def _check_split(items, path: Path) -> list[str]:
 
 
 def _register(spec: CoopSpec):
-    @DATASETS.register(spec.name, help=f"{spec.name} on the CoOp split (DATA_ROOT/{spec.folder}/{spec.split_file})")
+    @DATASETS.register(spec.name, help=f"{spec.name} on the CoOp split (DATA_ROOT/{spec.folder}/{spec.split_file})",
+                       tags=("coop",))
     def factory(settings=None):
         if settings is None:
             from ..settings import Settings

@@ -88,7 +88,8 @@ class AircraftDataset(Dataset):
                            f"the fgvc_aircraft images belong in {images}")
 
 
-@DATASETS.register(NAME, help=f"FGVC-Aircraft, 100 variants, official splits (DATA_ROOT/{FOLDER}: the archive's data/)")
+@DATASETS.register(NAME, help=f"FGVC-Aircraft, 100 variants, official splits (DATA_ROOT/{FOLDER}: the archive's data/)",
+                   tags=("coop",))
 def create(settings=None):
     if settings is None:
         from ..settings import Settings

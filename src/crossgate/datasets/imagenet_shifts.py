@@ -98,7 +98,8 @@ class ShiftDataset(Dataset):
 
 def _register(spec: ShiftSpec):
     @DATASETS.register(spec.name, help=f"ImageNet shift set, test only (bench --dataset imagenet --shift "
-                                       f"{spec.name}); DATA_ROOT/{spec.folder}/{spec.images}, supplied by you")
+                                       f"{spec.name}); DATA_ROOT/{spec.folder}/{spec.images}, supplied by you",
+                       tags=("shift", "shift-of:imagenet"))
     def factory(settings=None):
         if settings is None:
             from ..settings import Settings
