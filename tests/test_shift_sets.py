@@ -121,3 +121,21 @@ def test_the_cli_knows_every_registered_shift_set_from_the_registry_alone():
         assert shift_list("imagenet_c_test") == ("imagenet_c_test",) and "imagenet_c_test" in shift_list("all")
     finally:
         DATASETS.unregister("imagenet_c_test")
+
+
+def test_the_plan_counts_the_shift_sets_images(capsys, data_root):
+    import re
+
+    from crossgate.datasets import load_dataset
+
+    settings = Settings(data_root=data_root, offline=True)
+    own = sum(len(load_dataset("imagenet", settings).split(s)) for s in ("train", "val", "test"))
+    shifted = sum(len(load_dataset(n, settings).split("test")) for n in
+                  ("imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r"))
+    code, printed, err = run(capsys, "bench", "--dataset", "imagenet", "--backbone", "tiny-clip", "--shots", "1",
+                             "--seeds", "1", "--methods", "zeroshot", "--jobs", "1", "--no-progress",
+                             "--data-root", str(data_root), "--cache-dir", str(data_root / "plan-cache"),
+                             "--out", str(data_root / "plan"), "--offline", "--shift", "all")
+    assert code == 0, err
+    todo, total = re.search(r"([\d,]+) of ([\d,]+) images to encode", printed).groups()
+    assert int(todo) == int(total) == own + shifted and shifted == 20

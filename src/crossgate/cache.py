@@ -193,12 +193,14 @@ class FeatureCache:
 
 
     def images_to_encode(self, encoder: Encoder, dataset: Dataset, flip: bool = False, corruptions=(),
-                         seed: int = 0, per_class: int | None = None) -> tuple[int, int]:
+                         seed: int = 0, per_class: int | None = None, shifted=()) -> tuple[int, int]:
         """(images whose features are not cached yet, images in all) of what features() and
-        corrupted_features() with these arguments read: what a run will encode before it fits."""
+        corrupted_features() with these arguments read, and the test splits of the `shifted` datasets
+        (shift sets): what a run will encode before it fits."""
         subset = TestSubset.first_per_class(dataset, per_class)[0] if per_class is not None else dataset
         entries = [(dataset, split, "center") for split in SPLITS] + ([(dataset, "train", "flip")] if flip else [])
         entries += [(subset, "test", c.view(seed)) for c in corruptions if c.kind == "image"]
+        entries += [(ds, "test", "center") for ds in shifted]
         todo = total = 0
         for ds, split, view in entries:
             n = len(ds.split(split))

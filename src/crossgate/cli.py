@@ -661,8 +661,9 @@ def _say_plan(args, settings, config, n_runs: int, todo: list) -> tuple:
     dataset = load_dataset(args.dataset, settings, templates=args.templates)
     encoder = create_encoder(args.backbone, cache_dir=settings.cache_dir, device=settings.torch_device(),
                              decode=settings.decode)
+    shifted = [load_dataset(name, settings) for name in config.shifts]  # their images are encoded too
     to_encode, total = feature_cache(settings).images_to_encode(encoder, dataset, args.flip, args.corrupt,
-                                                                args.corrupt_seed, args.corrupt_per_class)
+                                                                args.corrupt_seed, args.corrupt_per_class, shifted)
     device = settings.torch_device()
     cores = os.cpu_count() or 1
     # images/s measured (README, Speed): lite ~22 per CPU core; a CLIP-sized model about 5; a GPU thousands
