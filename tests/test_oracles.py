@@ -183,3 +183,19 @@ def test_lpp_step_sizes_are_the_papers_closed_forms():
     lr_w, lr_alpha = lpp_step_sizes(x, t)
     assert lr_w == pytest.approx(4 * 12 / np.linalg.eigvalsh(x.numpy().T @ x.numpy()).max())
     assert lr_alpha == pytest.approx(12 / (4 * ((x.numpy() @ t.numpy().T) ** 2).sum(0).max()))
+
+
+def test_lpp_initial_alpha_is_the_authors_calculate_init_alpha():
+    """Their code: compute_centroids_alpha(x Tᵀ, y) keeps each image's own-class cosine and averages it per
+    class; α₀ = mean over classes of 250/shots · shots · that. Here by a loop over classes."""
+    from crossgate.methods.lpp import LPPConfig
+
+    x, y, text = blobs()
+    xu = x / np.linalg.norm(x, axis=1, keepdims=True)
+    t = text.class_means()
+    own = [np.mean([xu[i] @ t[c] for i in range(len(y)) if y[i] == c]) for c in range(t.shape[0])]
+    clf = create_method("lpp", config=LPPConfig(epochs=1, alpha_every=1000), random_state=0).fit(x, y, text=text)
+    np.testing.assert_allclose(clf.alpha_, np.full(t.shape[0], 250 * np.mean(own)), rtol=1e-5)
+    table = create_method("lpp", config=LPPConfig(epochs=1, alpha_every=1000, alpha_init="all-classes"),
+                          random_state=0).fit(x, y, text=text)
+    np.testing.assert_allclose(table.alpha_, np.full(t.shape[0], 250 * np.mean(xu @ t.T)), rtol=1e-5)

@@ -7,7 +7,8 @@ with their shrinkage estimate of the precision, P = D · pinv((N-1)Σ + tr(Σ) I
     W = μ P,   b_c = log(1/C) - ½ μ_c P μ_cᵀ,   logits = 100 · x Tᵀ + α (x Wᵀ + b)
 
 with T the zero-shot class texts and α chosen on the few-shot validation split from the authors' grid.
-Without augmented views (the authors average 10 augmented epochs) we use the views in the cache.
+The authors concatenate 10 augmented passes of the training images as extra samples (main_few_shots.py:
+torch.cat over augment_epoch); we use the views in the cache (the centre crop, and the flip with --flip).
 """
 from __future__ import annotations
 

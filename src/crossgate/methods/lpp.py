@@ -6,7 +6,9 @@ Class weights blend a visual prototype with the class text through a per-class m
     logits = x Wᵀ + b + α ⊙ (x Tᵀ)
 
 W starts at the per-class sums of the unit-norm few-shot features (their compute_centroids), α at
-250 × the mean zero-shot cosine of the support set. Full-batch block-coordinate descent with the
+250 × the mean over classes of each class's own-class zero-shot cosine, mean_c mean_{i: y_i = c} x_i·t_c
+(their calculate_init_alpha; `--lpp-alpha-init all-classes` gives the mean of the whole class × class
+table instead, what crossgate did before: 1.1-3.8× smaller, since other classes' cosines are lower). Full-batch block-coordinate descent with the
 closed-form step sizes of the paper: (W, b) by SGD (momentum 0.9) with lr_w = 4N / λ_max(XᵀX) every epoch,
 α by a gradient step of lr_α = N / (4 max_c Σ_i (x_i·t_c)²) every 10th epoch. The epoch is chosen on the
 few-shot validation split (later epochs win ties, as in their code). One difference from their code:
@@ -29,7 +31,10 @@ from .base import METHODS, FewShotClassifier, drawn, tensor, unit_rows
 class LPPConfig:
     epochs: int = param(300, "full-batch epochs; the best on validation is kept", positive=True)
     alpha_every: int = param(10, "update the blending multipliers α every this many epochs", positive=True)
-    alpha_init_scale: float = param(250.0, "α starts at this × the mean zero-shot cosine of the support set")
+    alpha_init_scale: float = param(250.0, "α starts at this × the mean zero-shot cosine below")
+    alpha_init: str = param("own-class", "which mean: own-class (the authors' code: each class's images with "
+                            "their own class text) or all-classes (every image with every class text)",
+                            choices=("own-class", "all-classes"))
     select_epoch: bool = param(True, "keep the epoch best on validation (ties: the later); false: the last epoch")
 
 
@@ -64,7 +69,8 @@ class LPP(FewShotClassifier):
         bias = torch.nn.Parameter((drawn(torch.rand(self.n_classes_, generator=gen, device="cpu")) * 2 - 1) * bound)
         zero_shot_train = xt @ text_w.T
         class_means = (onehot.T @ zero_shot_train) / onehot.sum(0).clamp_min(1)[:, None]
-        alpha = torch.full((self.n_classes_,), cfg.alpha_init_scale * float(class_means.mean()), requires_grad=True)
+        start = class_means.diagonal() if cfg.alpha_init == "own-class" else class_means
+        alpha = torch.full((self.n_classes_,), cfg.alpha_init_scale * float(start.mean()), requires_grad=True)
         lr_w, lr_alpha = lpp_step_sizes(xt, text_w)
         opt = torch.optim.SGD([weight, bias], lr=lr_w, momentum=0.9)
         zero_shot_val = xv @ text_w.T
@@ -87,7 +93,6 @@ class LPP(FewShotClassifier):
         self.coef_, self.intercept_, self.alpha_ = weight.cpu().numpy(), bias.cpu().numpy(), alpha.cpu().numpy()
         self.chosen_ = {"epoch": epoch, "lr_w": lr_w, "lr_alpha": lr_alpha}
         return self
-
 
     def _logits(self, x):
         x = unit_rows(x)
