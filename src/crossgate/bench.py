@@ -45,6 +45,7 @@ class BenchConfig:
     corruptions: tuple = ()  # Corruption(name, severity): fitted heads also scored on corrupted test data
     shifts: tuple[str, ...] = ()  # shift sets (imagenet_v2, ...): fitted heads also scored on their test images
     device: str = "cpu"  # where the methods fit ("cuda": every estimator trains on the GPU)
+    select_on: str = "few-shot-val"  # where fits choose: few-shot-val (ours), full-val or test (results.SELECT_ON)
 
     def resolved_methods(self) -> list[str]:
         names = list(self.methods) or list_methods()
@@ -93,7 +94,7 @@ def corruption_rows(clf: FewShotClassifier, features: DatasetFeatures, clean: di
             pred = head.predict(test.x)
             top1 = head.explain(test.x)[0][:, 0] if gated else None
         row = {k: clean[k] for k in ("method", "shots", "seed", "n_train", "n_val", "split_source",
-                                     "train_views", "hparams")}
+                                     "train_views", "hparams", "select_on")}
         row.update(corruption=c.name, severity=c.severity, acc_test=pct(float(np.mean(pred == test.labels))),
                    acc_clean=acc_clean, n_test=len(test.labels))
         if gated:
@@ -104,12 +105,12 @@ def corruption_rows(clf: FewShotClassifier, features: DatasetFeatures, clean: di
 
 
 def run_draw(features: DatasetFeatures, methods: list[tuple[str, object]], shots: int, seed: int,
-             corruptions: tuple = (), device: str = "cpu") -> list[list[dict]]:
+             corruptions: tuple = (), device: str = "cpu", select_on: str = "few-shot-val") -> list[list[dict]]:
     """Every (method, config) on one few-shot draw, in order: per method its clean row, then one row per
     corruption. The draw's fits are offered to the methods built on others (gate-joint's bases)."""
     fitted, out = {}, []
     for method, config in methods:
-        clf, row = fit_one(features, method, shots, seed, config, device, fitted)
+        clf, row = fit_one(features, method, shots, seed, config, device, fitted, select_on)
         fitted[method] = clf
         out.append([row] + corruption_rows(clf, features, row, corruptions) + shift_rows(clf, features, row))
     return out
@@ -123,7 +124,7 @@ def shift_rows(clf: FewShotClassifier, features: DatasetFeatures, clean: dict) -
         proba = clf.predict_proba(images.x)[:, classes]
         pred = np.asarray(classes)[proba.argmax(1)]
         row = {k: clean[k] for k in ("method", "shots", "seed", "n_train", "n_val", "split_source", "train_views",
-                                     "hparams")}
+                                     "hparams", "select_on")}
         row.update(eval_set=name, acc_test=pct(float(np.mean(pred == images.labels))), n_test=len(images.labels),
                    n_classes=len(classes))
         rows.append(row)
@@ -211,9 +212,11 @@ def check_out_folder(out: Path) -> Path:
 
 
 def _variants(config: BenchConfig) -> list[tuple]:
-    """(corruption, severity, eval_set) of every row one fit gives: clean, each corruption, each shift set."""
-    return ([(None, None, None)] + [(c.name, c.severity, None) for c in config.corruptions]
+    """(corruption, severity, eval_set, select_on) of every row one fit gives: clean, each corruption, each
+    shift set."""
+    rows = ([(None, None, None)] + [(c.name, c.severity, None) for c in config.corruptions]
             + [(None, None, name) for name in config.shifts])
+    return [(*v, config.select_on) for v in rows]
 
 
 def pending_runs(config: BenchConfig, existing: list[dict] | None = None) -> list[tuple]:
@@ -344,7 +347,7 @@ def _run_locked(config, features, backbone_identity, dataset_identity, methods, 
     # one job per few-shot draw: its methods fit in order in one process, so later ones can reuse earlier fits
     draws = list(dict.fromkeys((k, s) for _, k, s in todo))
     jobs = [([(m, config.configs.get(m)) for m, k2, s2 in todo if (k2, s2) == (k, s)], k, s, config.corruptions,
-             config.device) for k, s in draws]
+             config.device, config.select_on) for k, s in draws]
 
     def record_draw(job, results, notify=True):
         for (m, _), result in zip(job[0], results, strict=True):

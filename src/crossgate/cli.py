@@ -399,6 +399,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also score every fitted model on these shift sets of the dataset, without refitting: "
                             "'all' or a comma-separated list of imagenet_v2, imagenet_sketch, imagenet_a, imagenet_r "
                             "(with --dataset imagenet; default: none)")
+        p.add_argument("--select-on", choices=("few-shot-val", "full-val", "test"), default="few-shot-val",
+                       help="where methods choose hyperparameters and checkpoints: few-shot-val (crossgate's "
+                            "protocol, the default), full-val (the whole validation split, as GDA and ProKeR do) "
+                            "or test (the test split, as some papers did: every number then saw test labels, and "
+                            "every table and plot says so). Rows of different protocols share a folder; summary.md "
+                            "compares them draw by draw (the selection gap)")
         p.add_argument("--corrupt-seed", type=non_negative_int, default=0, metavar="N",
                        help="seed of the corruptions (default: 0; the same corrupted data for every run)")
         p.add_argument("--corrupt-per-class", type=positive_int, default=corrupt_per_class, metavar="N",
@@ -564,7 +570,16 @@ def cmd_extract(args, settings) -> int:
 
 def cmd_bench(args, settings) -> int:
     from .bench import check_out_folder
-    from .report import average_markdown, markdown_table, paired_markdown, summarize, write_reports
+    from .report import (
+        average_markdown,
+        markdown_table,
+        other_protocols,
+        paired_markdown,
+        selection_gap_markdown,
+        summarize,
+        write_reports,
+    )
+    from .results import SELECT_LABELS
 
     if len(args.datasets) > 1:
         available = _suite_preflight(args, settings)
@@ -584,6 +599,13 @@ def cmd_bench(args, settings) -> int:
     for (ds, bb), by_method in summarize(rows).items():  # the main tables last: what a reader looks for first
         print(f"\n{ds} · {bb} · test accuracy (%), mean ± std over seeds {','.join(map(str, args.seeds))}\n")
         print(markdown_table(by_method))
+    for protocol in other_protocols(rows):  # each protocol's own table, saying where it chose
+        for (ds, bb), by_method in summarize(rows, select_on=protocol).items():
+            print(f"\n{ds} · {bb} · test accuracy (%), hyperparameters {SELECT_LABELS[protocol]}\n")
+            print(markdown_table(by_method))
+    gap = selection_gap_markdown(rows)
+    if gap:
+        print("\n" + gap)
     average = average_markdown(rows)
     if average:
         print("\n" + average)
@@ -630,7 +652,12 @@ def _bench_one(args, settings) -> list[dict]:
                                 "templates": args.templates, "corrupt_seed": args.corrupt_seed,
                                 # which test images were corrupted: only meaningful with corruptions
                                 "corrupt_per_class": args.corrupt_per_class if args.corrupt else None},
-                         corruptions=args.corrupt, shifts=args.shift, device=settings.torch_device())
+                         corruptions=args.corrupt, shifts=args.shift, device=settings.torch_device(),
+                         select_on=args.select_on)
+    if args.select_on != "few-shot-val" and (args.corrupt or args.shift):
+        raise UserError(f"--select-on {args.select_on} measures what a selection protocol is worth on the clean "
+                        "test split; leave out --corrupt and --shift here (--corrupt none) and run them under the "
+                        "default protocol")
     n_runs = len(config.resolved_methods()) * len(config.shots) * len(config.seeds)  # validates names early
     check_out_folder(config.out)  # what the run will write, checked before any work
     todo = pending_runs(config)

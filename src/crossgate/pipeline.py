@@ -74,15 +74,30 @@ def make_method(method: str, seed: int, config=None, device: str = "cpu") -> Few
     return create_method(method, config=config, random_state=seed, device=device)
 
 
+def selection_images(features: DatasetFeatures, split, select_on: str) -> tuple[np.ndarray, np.ndarray]:
+    """The labelled images a fit chooses its hyperparameters and checkpoints on: the draw's few-shot
+    validation images (crossgate's protocol), the whole validation split, or the test split (only to
+    measure what other papers' protocols are worth)."""
+    if select_on == "few-shot-val":
+        return features.val.x[split.val], features.val.labels[split.val]
+    if select_on == "full-val":
+        return features.val.x, features.val.labels
+    if select_on == "test":
+        return features.test.x, features.test.labels
+    raise UserError(f"unknown selection protocol {select_on!r}; available: few-shot-val, full-val, test")
+
+
 def fit_one(features: DatasetFeatures, method: str, shots: int | str, seed: int,
-            config=None, device: str = "cpu", fitted: dict | None = None) -> tuple[FewShotClassifier, dict]:
-    """Fit one method on one few-shot draw: the fitted estimator and its results row (accuracies in %)."""
+            config=None, device: str = "cpu", fitted: dict | None = None,
+            select_on: str = "few-shot-val") -> tuple[FewShotClassifier, dict]:
+    """Fit one method on one few-shot draw: the fitted estimator and its results row (accuracies in %).
+    `select_on`: where it chooses (selection_images); the row says which."""
     if len(features.test.labels) == 0:
         raise UserError("no test images are left (every one unreadable and skipped, or none listed); fix the "
                         "images or the split, a test accuracy of nothing is not a result")
     split = features.few_shot(shots, seed)
     xtr, ytr = features.few_shot_train(split.train)
-    xval, yval = features.val.x[split.val], features.val.labels[split.val]
+    xval, yval = selection_images(features, split, select_on)
     clf = make_method(method, seed, config, device)
     # methods built on others (gate-joint) take the draw's fits already made instead of refitting them
     reuse = {"fitted_bases": fitted} if fitted and "fitted_bases" in inspect.signature(clf.fit).parameters else {}
@@ -103,7 +118,7 @@ def fit_one(features: DatasetFeatures, method: str, shots: int | str, seed: int,
         "params": jsonable(clf.get_params()),
         "n_train": len(ytr), "n_val": len(yval), "n_test": len(features.test.labels),
         "n_classes": len(features.classnames),
-        "split_source": split.source, "train_views": features.train_views(),
+        "split_source": split.source, "train_views": features.train_views(), "select_on": select_on,
     }
 
 

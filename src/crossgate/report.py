@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .results import main_row, read_rows
+from .results import DEFAULT_SELECT, SELECT_LABELS, SELECT_ON, main_row, read_rows, selected_on
 from .storage import OutputFolder
 
 
@@ -22,11 +22,14 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return float(arr.mean()), (float(arr.std(ddof=1)) if len(arr) > 1 else 0.0)
 
 
-def summarize(rows: list[dict], metric: str = "acc_test") -> dict[tuple, dict[str, dict[int, tuple]]]:
-    """{(dataset, backbone): {method: {shots: (mean, std, n_seeds)}}}, methods in first-seen order."""
+def summarize(rows: list[dict], metric: str = "acc_test",
+              select_on: str = DEFAULT_SELECT) -> dict[tuple, dict[str, dict[int, tuple]]]:
+    """{(dataset, backbone): {method: {shots: (mean, std, n_seeds)}}}, methods in first-seen order, of the
+    rows chosen by one selection protocol (crossgate's unless `select_on` says otherwise)."""
     values: dict[tuple, dict[str, dict[int, list]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for r in rows:
-        if main_row(r):  # the clean test set; corrupted and shift-set rows have tables of their own
+        # the clean test set; corrupted and shift-set rows, and other protocols, have tables of their own
+        if r.get("corruption") is None and r.get("eval_set") is None and selected_on(r) == select_on:
             values[(r["dataset"], r["backbone"])][r["method"]][int(r["shots"])].append(r[metric])
     return {group: {m: {k: (*mean_std(v), len(v)) for k, v in sorted(by_shots.items())}
                     for m, by_shots in methods.items()}
@@ -144,6 +147,51 @@ def average_markdown(rows: list[dict]) -> str:
     return "\n".join(parts)
 
 
+def other_protocols(rows: list[dict]) -> list[str]:
+    """The selection protocols other than crossgate's that rows hold, in SELECT_ON order."""
+    held = {selected_on(r) for r in rows}
+    return [p for p in SELECT_ON if p != DEFAULT_SELECT and p in held]
+
+
+def selection_gap(rows: list[dict]) -> dict[tuple, dict[str, dict[int, dict]]]:
+    """{(dataset, backbone): {method: {shots: {protocol: (mean under it, mean gain over few-shot-val, draws)}}}},
+    each protocol paired with crossgate's draw by draw (the same images: same method, shots and seed)."""
+    acc = {}
+    for r in rows:
+        if r.get("corruption") is None and r.get("eval_set") is None:
+            acc[(r["dataset"], r["backbone"], r["method"], int(r["shots"]), r["seed"], selected_on(r))] = r["acc_test"]
+    out: dict = defaultdict(lambda: defaultdict(dict))
+    for (dataset, backbone, method, shots, seed, protocol), value in acc.items():
+        if protocol == DEFAULT_SELECT or (dataset, backbone, method, shots, seed, DEFAULT_SELECT) not in acc:
+            continue
+        out[(dataset, backbone)][method].setdefault(shots, {}).setdefault(protocol, []).append(
+            (value, value - acc[(dataset, backbone, method, shots, seed, DEFAULT_SELECT)]))
+    return {group: {m: {k: {p: (float(np.mean([v for v, _ in pairs])), float(np.mean([d for _, d in pairs])),
+                                len(pairs)) for p, pairs in sorted(per.items(), key=lambda kv: SELECT_ON.index(kv[0]))}
+                        for k, per in sorted(by_shots.items())} for m, by_shots in methods.items()}
+            for group, methods in out.items()}
+
+
+def selection_gap_markdown(rows: list[dict]) -> str:
+    parts = []
+    for (dataset, backbone), by_method in selection_gap(rows).items():
+        protocols = list(dict.fromkeys(p for per in by_method.values() for cells in per.values() for p in cells))
+        header = " | ".join(f"{p} | Δ {p}" for p in protocols)
+        parts += [f"### Selection gap · {dataset} · {backbone} · test accuracy (%), mean over the draws run "
+                  f"under both (Δ: minus few-shot-val on the same draw)", "",
+                  *(f"- {p}: {SELECT_LABELS[p]}" for p in protocols), "",
+                  f"| method | shots | few-shot-val | {header} |", "|---|---:|---:|" + "---:|---:|" * len(protocols)]
+        default = summarize(rows).get((dataset, backbone), {})
+        for method, per in by_method.items():
+            for shots, cells in per.items():
+                base = default.get(method, {}).get(shots)
+                row = [f"{cells[p][0]:.1f} | {cells[p][1]:+.1f}" if p in cells else " | " for p in protocols]
+                parts.append(f"| {method} | {shots} | {base[0]:.1f} | " + " | ".join(row) + " |" if base else
+                             f"| {method} | {shots} |  | " + " | ".join(row) + " |")
+        parts.append("")
+    return "\n".join(parts)
+
+
 def summarize_shifts(rows: list[dict]) -> dict[tuple, dict[str, dict[str, tuple]]]:
     """{(dataset, backbone, shots): {method: {evaluation set: (mean, std, n_seeds)}}}: the dataset's own test
     split first, then each shift set, then "shift mean" (the mean over the shift sets of their seed means)."""
@@ -223,6 +271,15 @@ def summary_markdown(rows: list[dict]) -> str:
         seeds = sorted({r["seed"] for r in rows if r["dataset"] == dataset and r["backbone"] == backbone})
         parts += [f"## {dataset} · {backbone} · seeds {', '.join(map(str, seeds))}", "",
                   markdown_table(by_method), ""]
+    for protocol in other_protocols(rows):  # never mixed into the tables above
+        for (dataset, backbone), by_method in summarize(rows, select_on=protocol).items():
+            parts += [f"## {dataset} · {backbone} · hyperparameters {SELECT_LABELS[protocol]}", "",
+                      markdown_table(by_method), ""]
+    gap = selection_gap_markdown(rows)
+    if gap:
+        parts += ["## Selection gap", "", "What choosing elsewhere than on the few-shot validation split is worth, "
+                  "draw by draw. Rows chosen on test saw test labels: they measure other papers' protocols and "
+                  "are no result.", "", gap]
     average = average_markdown(rows)
     if average:
         parts += [f"## {AVERAGE} over datasets", "", "The papers' layout: per shot count, methods × datasets "
@@ -258,6 +315,18 @@ def summary_csv(rows: list[dict]) -> str:
         for shots, d in per_shots.items():
             writer.writerow([dataset, backbone, f"{GATED} - {d['best_other']}", shots, len(d["diffs"]),
                              f"{d['mean']:.4f}", f"{d['std']:.4f}", d["best_other"], "clean"])
+    for protocol in other_protocols(rows):  # the other selection protocols, marked in every row
+        for (dataset, backbone), by_method in summarize(rows, select_on=protocol).items():
+            for method, per in by_method.items():
+                for shots, (mean, std, n) in per.items():
+                    writer.writerow([dataset, backbone, method, shots, n, f"{mean:.4f}", f"{std:.4f}", "",
+                                     f"select:{protocol}" + (" (saw test labels)" if protocol == "test" else "")])
+    for (dataset, backbone), by_method in selection_gap(rows).items():
+        for method, per in by_method.items():
+            for shots, cells in per.items():
+                for protocol, (_, gain, n) in cells.items():
+                    writer.writerow([dataset, backbone, f"{method} gap", shots, n, f"{gain:.4f}", "", DEFAULT_SELECT,
+                                     f"gap:{protocol}" + (" (saw test labels)" if protocol == "test" else "")])
     for (backbone, shots), table in summarize_average(rows).items():  # the mean over datasets
         for method, per in table["methods"].items():
             if AVERAGE in per:
@@ -381,6 +450,13 @@ def write_reports(out: Path, rows: list[dict] | None = None) -> list[Path]:
         for fmt in PLOT_FORMATS:
             files[plot_file_name(dataset, backbone).replace(".png", f".{fmt}")] = plot_accuracy(
                 by_method, title, chance_level(mine), fmt)
+    for protocol in other_protocols(rows):  # their own plots, titled with what they saw
+        for (dataset, backbone), by_method in summarize(rows, select_on=protocol).items():
+            mine = [r for r in rows if r["dataset"] == dataset and r["backbone"] == backbone]
+            title = f"{dataset} · {backbone} · {SELECT_LABELS[protocol]}"
+            for fmt in PLOT_FORMATS:
+                name = plot_file_name(dataset, f"{backbone}__select-{protocol}").replace(".png", f".{fmt}")
+                files[name] = plot_accuracy(by_method, title, chance_level(mine), fmt)
     averages: dict = defaultdict(lambda: defaultdict(dict))  # backbone -> method -> shots -> (mean, 0, n)
     datasets_of = {}
     for (backbone, shots), table in summarize_average(rows).items():

@@ -10,17 +10,30 @@ from .jsonio import BadJSON, parse_json
 from .storage import atomic_write_bytes, write_error
 
 RUN_KEY = ("dataset", "backbone", "method", "shots", "seed")
+# where hyperparameters and checkpoints are chosen: crossgate's protocol, or (to measure other papers'
+# protocols) the whole validation split or the test split; rows of before were all few-shot-val
+SELECT_ON = ("few-shot-val", "full-val", "test")
+DEFAULT_SELECT = SELECT_ON[0]
+SELECT_LABELS = {"few-shot-val": "chosen on the few-shot validation split",
+                 "full-val": "chosen on the whole validation split",
+                 "test": "CHOSEN ON THE TEST SPLIT: these numbers saw test labels"}
+
+
+def selected_on(row: dict) -> str:
+    return row.get("select_on", DEFAULT_SELECT)
 
 
 def run_key(row: dict) -> tuple:
     """What a row is a result of; corruption, severity and eval_set are None for the clean test set (eval_set:
     the shift set a model fitted on the dataset was scored on)."""
-    return tuple(row[k] for k in RUN_KEY) + (row.get("corruption"), row.get("severity"), row.get("eval_set"))
+    return tuple(row[k] for k in RUN_KEY) + (row.get("corruption"), row.get("severity"), row.get("eval_set"),
+                                             selected_on(row))
 
 
 def main_row(row: dict) -> bool:
-    """A row of the dataset's own clean test split (not a corrupted copy, not a shift set)."""
-    return row.get("corruption") is None and row.get("eval_set") is None
+    """A row of the dataset's own clean test split (not a corrupted copy, not a shift set), chosen by
+    crossgate's protocol (rows of the other selection protocols have tables of their own)."""
+    return row.get("corruption") is None and row.get("eval_set") is None and selected_on(row) == DEFAULT_SELECT
 
 
 def read_rows(path: Path) -> list[dict]:

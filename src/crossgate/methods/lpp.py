@@ -8,8 +8,9 @@ Class weights blend a visual prototype with the class text through a per-class m
 W starts at the per-class sums of the unit-norm few-shot features (their compute_centroids), α at
 250 × the mean over classes of each class's own-class zero-shot cosine, mean_c mean_{i: y_i = c} x_i·t_c
 (their calculate_init_alpha; `--lpp-alpha-init all-classes` gives the mean of the whole class × class
-table instead, what crossgate did before: 1.1-3.8× smaller, since other classes' cosines are lower). Full-batch block-coordinate descent with the
-closed-form step sizes of the paper: (W, b) by SGD (momentum 0.9) with lr_w = 4N / λ_max(XᵀX) every epoch,
+table instead, what crossgate did before: 1.1-3.8× smaller, since other classes' cosines are lower).
+Full-batch block-coordinate descent with the closed-form step sizes of the paper: (W, b) by SGD
+(momentum 0.9) with lr_w = 4N / λ_max(XᵀX) every epoch,
 α by a gradient step of lr_α = N / (4 max_c Σ_i (x_i·t_c)²) every 10th epoch. The epoch is chosen on the
 few-shot validation split (later epochs win ties, as in their code). One difference from their code:
 theirs never zeroes α's gradient, so each α step there uses the sum of all gradients so far; we use the
