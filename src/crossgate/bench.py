@@ -28,7 +28,7 @@ DEFAULT_SEEDS = (1, 2, 3)
 CORRUPTED_ONLY = ("corrupt_per_class",)  # settings that move only the corrupted rows' numbers
 # what rows written before these fields existed meant
 SETUP_DEFAULTS = {"train_views": ["center"], "templates": None, "corrupt_seed": 0, "corrupt_per_class": None,
-                  "skipped_images": {}}
+                  "skipped_images": {}, "prompts": None}
 
 
 @dataclass

@@ -205,6 +205,11 @@ def add_template_flag(p: argparse.ArgumentParser, flip_help: str = "also train o
     p.add_argument("--template", action="append", dest="templates", metavar="TEXT", type=template_text,
                    help="imagefolder datasets: a prompt template with one {} for the class name; repeat for "
                         "several (default: a set of 7 photo templates)")
+    p.add_argument("--prompts", default="templates", metavar="templates|cupl|FILE.json",
+                   help="the class texts: the dataset's templates (default), cupl (the CuPL descriptions published "
+                        "for a CoOp dataset, downloaded and checked on first use) or a JSON file {class name: "
+                        "[sentence, ...]}; zero-shot is then the mean of a class's descriptions and the gate "
+                        "selects among all of them")
 
 
 def template_text(text: str) -> str:
@@ -502,7 +507,8 @@ def _load(args, settings, built: tuple = (None, None)):
     from .pipeline import load_features
 
     return load_features(args.dataset, args.backbone, settings, templates=getattr(args, "templates", None),
-                         flip=getattr(args, "flip", False), corrupt=getattr(args, "corrupt", ()),
+                         prompts=getattr(args, "prompts", None), flip=getattr(args, "flip", False),
+                         corrupt=getattr(args, "corrupt", ()),
                          shift=getattr(args, "shift", ()),
                          corrupt_seed=getattr(args, "corrupt_seed", 0),
                          corrupt_per_class=getattr(args, "corrupt_per_class", None), dataset=built[0],
@@ -553,7 +559,8 @@ def cmd_extract(args, settings) -> int:
     start = time.perf_counter()
     group = distributed.start(settings.torch_device())
     try:
-        dataset = load_dataset(args.dataset, settings, templates=args.templates)
+        dataset = load_dataset(args.dataset, settings, templates=args.templates,
+                               prompts=getattr(args, "prompts", None))
         encoder = create_encoder(args.backbone, cache_dir=settings.cache_dir,
                                  device=group.device(settings.torch_device()), decode=settings.decode)
         cache = feature_cache(settings)
@@ -621,7 +628,8 @@ def _suite_preflight(args, settings) -> list[str]:
     available, missing = [], []
     for name in args.datasets:
         try:
-            dataset = load_dataset(name, settings, templates=args.templates)
+            dataset = load_dataset(name, settings, templates=args.templates,
+                               prompts=getattr(args, "prompts", None))
             if settings.offline or availability(name) != "downloads":  # images that no download will bring
                 dataset.ensure_images()
             available.append(name)
@@ -666,6 +674,7 @@ def _bench_one(args, settings) -> list[dict]:
     # images left out as unreadable (--on-bad-image skip) change every number: part of what must match to resume
     skipped = {s: len(dataset.split(s)) - len(feats.split(s).labels) for s in ("train", "val", "test")}
     config.setup["skipped_images"] = {s: n for s, n in skipped.items() if n}
+    config.setup["prompts"] = dataset.prompt_source  # a description bank (kind, sha256) changes every text
     with progress(total=len(todo), desc="fits", unit="run", enabled=settings.progress) as bar:
         return run_bench(config, feats, encoder.identity, dataset_identity=dataset.identity,
                          on_run=lambda row, key: bar.update(1) if row is not None else None)
@@ -685,7 +694,8 @@ def _say_plan(args, settings, config, n_runs: int, todo: list) -> tuple:
         print(f"crossgate {args.command}: all {n_runs} runs are already in {out / 'results.jsonl'}; rebuilding "
               "the reports")
         return None, None
-    dataset = load_dataset(args.dataset, settings, templates=args.templates)
+    dataset = load_dataset(args.dataset, settings, templates=args.templates,
+                               prompts=getattr(args, "prompts", None))
     encoder = create_encoder(args.backbone, cache_dir=settings.cache_dir, device=settings.torch_device(),
                              decode=settings.decode)
     shifted = [load_dataset(name, settings) for name in config.shifts]  # their images are encoded too
@@ -728,7 +738,8 @@ def cmd_train(args, settings) -> int:
     clf, row = fit_one(feats, args.method, args.shots, args.seed, config, settings.torch_device())
     out = save_model(args.out, SavedModel(classifier=clf, method=args.method, backbone=args.backbone,
                                           backbone_identity=encoder.identity, classnames=feats.classnames,
-                                          templates=list(dataset.templates), dataset=dataset.identity, info=row))
+                                          templates=list(dataset.templates), dataset=dataset.identity,
+                                          info={**row, "prompts": dataset.prompt_source}))
     draw = "all train images" if args.shots == "all" else f"{args.shots}-shot seed {args.seed}"
     print(f"{args.method} on {dataset.name} · {args.backbone} · {draw} ({row['split_source']}): "
           f"accuracy train {row['acc_train']:.1f}%, val {row['acc_val']:.1f}%, "

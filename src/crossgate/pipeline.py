@@ -21,20 +21,22 @@ def feature_cache(settings) -> FeatureCache:
 
 
 def load_features(dataset_name: str = "fashion-mnist", backbone: str = "lite", settings=None, *, templates=None,
-                  flip: bool = False, corrupt: tuple = (), corrupt_seed: int = 0, corrupt_per_class: int | None = None,
+                  prompts: str | None = None, flip: bool = False, corrupt: tuple = (), corrupt_seed: int = 0,
+                  corrupt_per_class: int | None = None,
                   shift: tuple = (), encoder=None, dataset=None):
     """(encoder, dataset, features): every split, the class texts, and the corrupted test data asked for
     (with `corrupt_per_class`, copies of the first that many test images of each class), from the cache
     or computed into it. `settings` (crossgate.settings.Settings) defaults to what the CLI does without
     flags: the cache in $CROSSGATE_CACHE or ~/.cache/crossgate, the device auto-detected. `encoder` and
     `dataset`, when given, are those names already built (a CLIP model is not loaded twice). `shift`: names of
-    shift sets (imagenet_v2, ...) whose test features are loaded too, to score the fitted models on."""
+    shift sets (imagenet_v2, ...) whose test features are loaded too, to score the fitted models on. `prompts`:
+    'templates' (None), 'cupl' or a description bank file (datasets.prompts)."""
     from .datasets import load_dataset
     from .encoders import create_encoder
     from .settings import Settings
 
     settings = settings or Settings()
-    dataset = dataset or load_dataset(dataset_name, settings, templates=templates)
+    dataset = dataset or load_dataset(dataset_name, settings, templates=templates, prompts=prompts)
     encoder = encoder or create_encoder(backbone, cache_dir=settings.cache_dir, device=settings.torch_device(),
                                         decode=settings.decode)
     cache = feature_cache(settings)

@@ -36,6 +36,9 @@ class Dataset(ABC):
     classnames: list[str]
     templates: list[str]  # each with one "{}" for the class name
     _digest: str  # a digest of the content (files, split lists)
+    bank: dict[str, list[str]] | None = None  # descriptions per class (datasets.prompts), in place of templates
+    bank_source: str = ""  # where the bank came from, for messages
+    prompt_source: dict | None = None  # what results rows record of the bank: its kind and sha256
 
     @property
     def identity(self) -> str:
@@ -54,8 +57,19 @@ class Dataset(ABC):
         """Make the image files available (download on first use); called before any image is encoded."""
         return None
 
+    def use_bank(self, bank: dict[str, list[str]], source: str) -> None:
+        """Read the classes' descriptions from `bank` instead of the templates (checked now, in one line)."""
+        from .prompts import bank_prompts
+
+        bank_prompts(bank, self.classnames, source)
+        self.bank, self.bank_source = bank, source
+
     def prompts(self) -> tuple[list[str], np.ndarray]:
-        """Every class name in every template, and the class of each prompt."""
+        """Every class name in every template (or every description of the bank), and the class of each."""
+        if self.bank is not None:
+            from .prompts import bank_prompts
+
+            return bank_prompts(self.bank, self.classnames, self.bank_source)
         texts = [t.format(c) for c in self.classnames for t in self.templates]
         labels = np.repeat(np.arange(len(self.classnames)), len(self.templates))
         return texts, labels

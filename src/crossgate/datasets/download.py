@@ -54,6 +54,12 @@ def remotes(dataset: str) -> tuple[list[Remote], list[Remote]]:
     return [Remote(**{**f, "nested": tuple(f.get("nested", ()))}) for f in entry["files"]], indices
 
 
+def prompt_remote(dataset: str) -> Remote | None:
+    """The CuPL description bank published for `dataset` (downloads.json, "cupl"), if there is one."""
+    entry = _table().get(dataset, {}).get("cupl")
+    return Remote(**entry) if entry else None
+
+
 def availability(dataset: str) -> str:
     """What first use of `dataset` fetches: 'downloads' (images and splits), 'split downloads' (the split
     and index files; you supply the images), 'index downloads' (Lin et al.'s few-shot index files only) or

@@ -159,7 +159,7 @@ class ImageFolderDataset(Dataset):
         return result
 
     def prompts(self):
-        if not self._own_templates:
+        if self.bank is not None or not self._own_templates:
             return super().prompts()
         texts = [with_article(t, c).format(c) for c in self.classnames for t in self.templates]
         return texts, np.repeat(np.arange(len(self.classnames)), len(self.templates))
