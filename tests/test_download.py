@@ -259,3 +259,12 @@ def test_an_archive_of_archives_and_a_subfolder_are_laid_out_as_coop_reads_them(
     assert not (root / "caltech-101" / "caltech-101.zip").exists()
     dl.ensure_files("fgvc_aircraft", root, "split", progress=False)
     assert sorted(p.name for p in (root / "fgvc_aircraft").iterdir()) == ["images", "variants.txt"]
+
+
+def test_the_plain_tar_path_of_older_pythons_writes_files_and_folders(tmp_path):
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(_tar([("d/sub/1.jpg", b"one"), ("d/2.jpg", b"two")]))
+    with tarfile.open(archive) as tar:
+        dl._extract_plain(tar, tar.getmembers(), tmp_path / "out")
+    assert (tmp_path / "out" / "d" / "sub" / "1.jpg").read_bytes() == b"one"
+    assert (tmp_path / "out" / "d" / "2.jpg").read_bytes() == b"two"

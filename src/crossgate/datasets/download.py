@@ -191,28 +191,26 @@ def _extract_zip(archive: Path, dest: Path) -> None:
                 kind = (m.external_attr >> 16) & 0o170000  # the Unix file type, where the zip records one
                 if not _safe_name(m.filename) or kind not in (0, 0o100000, 0o040000):
                     raise _unsafe(archive, m.filename)
-            for m in members:
-                target = dest / PurePosixPath(m.filename)
-                if m.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with z.open(m) as src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out, CHUNK)
+            _write_members(dest, members, lambda m: m.filename, lambda m: m.is_dir(), z.open)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
         raise UserError(f"{archive} is not a readable zip archive ({err}); delete it and download it again") from None
 
 
 def _extract_plain(tar: tarfile.TarFile, members: list, dest: Path) -> None:
-    """Regular files and folders only, written with default permissions (what filter="data" keeps)."""
+    _write_members(dest, members, lambda m: m.name, lambda m: m.isdir(), tar.extractfile)
+
+
+def _write_members(dest: Path, members, name, is_dir, open_member) -> None:
+    """Regular files and folders only (checked before), written with default permissions (what tar's
+    filter="data" keeps)."""
     for m in members:
-        target = dest / PurePosixPath(m.name)
-        if m.isdir():
+        target = dest / PurePosixPath(name(m))
+        if is_dir(m):
             target.mkdir(parents=True, exist_ok=True)
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        with tar.extractfile(m) as src, open(target, "wb") as out:
-            shutil.copyfileobj(src, out)
+        with open_member(m) as src, open(target, "wb") as out:
+            shutil.copyfileobj(src, out, CHUNK)
 
 
 def _merge(src: Path, dst: Path) -> None:
