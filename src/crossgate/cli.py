@@ -366,7 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def dataset_flags(p):
         p.add_argument("--dataset", default="fashion-mnist",
-                       help="a name of `crossgate datasets`, or imagefolder:PATH (default: fashion-mnist)")
+                       help="a name of `crossgate datasets`, or imagefolder:PATH; bench and demo also take a "
+                            "comma-separated list or coop (the 11 CoOp datasets) into one folder (default: "
+                            "fashion-mnist)")
         p.add_argument("--backbone", default="lite",
                        help="a name of `crossgate backbones`, or openclip:ARCH/PRETRAINED (default: lite)")
 
