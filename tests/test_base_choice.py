@@ -18,7 +18,7 @@ def test_ties_go_to_the_ensemble_which_keeps_the_text_prior():
     for candidates in (("ensemble", "logreg"), ("logreg", "ensemble")):  # the rule, not the order given
         clf = create_method("gate-joint", config=JointConfig(candidates=candidates, steps=1),
                             random_state=0).fit(x, y, text=text, val=(xv, yv))
-        accs = {c: float((clf._base_logits(xv, c).argmax(1).numpy() == yv).mean()) for c in candidates}
+        accs = {c: float((clf._mixed(xv, c).argmax(1).numpy() == yv).mean()) for c in candidates}
         assert accs["ensemble"] == accs["logreg"] == 1.0
         assert clf.chosen_["base"] == "ensemble"
 
@@ -29,7 +29,7 @@ def test_a_candidate_better_on_validation_is_chosen_over_the_ensemble():
     x, y, text = blobs(spread=0.9)
     xv, yv, _ = blobs(seed=1, spread=0.9)
     clf = create_method("gate-joint", config=JointConfig(steps=1), random_state=0).fit(x, y, text=text, val=(xv, yv))
-    accs = {c: float((clf._base_logits(xv, c).argmax(1).numpy() == yv).mean()) for c in ("ensemble", "logreg")}
+    accs = {c: float((clf._mixed(xv, c).argmax(1).numpy() == yv).mean()) for c in ("ensemble", "logreg")}
     best = max(accs.values())
     assert accs[clf.chosen_["base"]] == best
     assert clf.chosen_["base"] == ("ensemble" if accs["ensemble"] == best else "logreg")

@@ -268,3 +268,37 @@ def test_the_plain_tar_path_of_older_pythons_writes_files_and_folders(tmp_path):
         dl._extract_plain(tar, tar.getmembers(), tmp_path / "out")
     assert (tmp_path / "out" / "d" / "sub" / "1.jpg").read_bytes() == b"one"
     assert (tmp_path / "out" / "d" / "2.jpg").read_bytes() == b"two"
+
+
+def test_extraction_replaces_nothing_already_there_and_refuses_what_is_in_the_way(tmp_path):
+    into = tmp_path / "into"
+    (into / "food-101" / "images" / "pie").mkdir(parents=True)
+    (into / "food-101" / "images" / "pie" / "1.jpg").write_bytes(b"yours")
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(_tar([("food-101/images/pie/1.jpg", b"archive"), ("food-101/images/pie/2.jpg", b"two")]))
+    dl.safe_extract(archive, into)
+    assert (into / "food-101" / "images" / "pie" / "1.jpg").read_bytes() == b"yours"
+    assert (into / "food-101" / "images" / "pie" / "2.jpg").read_bytes() == b"two"
+    (into / "dtd").write_text("a file of yours")
+    archive.write_bytes(_tar([("dtd/images/x.jpg", b"x")]))
+    with pytest.raises(UserError, match="in the way"):
+        dl.safe_extract(archive, into)
+    assert (into / "dtd").read_text() == "a file of yours"
+
+
+def test_a_file_that_is_not_the_published_one_is_refused_and_a_verified_copy_is_kept(server, tmp_path,
+                                                                                     monkeypatch):
+    payload = _tar([("dtd/images/a/1.jpg", b"jpg")])
+    server.files["dtd.tar.gz"] = payload
+    entry = {"url": server.url + "dtd.tar.gz", "path": "dtd.tar.gz", "md5": hashlib.md5(payload).hexdigest(),
+             "extract_to": ".", "provides": "dtd/images", "role": "images"}
+    monkeypatch.setattr(dl, "_table", lambda: {"dtd": {"files": [entry], "indices": {}}})
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "dtd.tar.gz").write_bytes(b"someone's other file")
+    with pytest.raises(UserError, match="is not the file crossgate downloads there"):
+        dl.ensure_files("dtd", root, "images", progress=False)
+    assert (root / "dtd.tar.gz").read_bytes() == b"someone's other file"
+    (root / "dtd.tar.gz").write_bytes(payload)  # a verified copy put there by hand: used, and left in place
+    dl.ensure_files("dtd", root, "images", progress=False)
+    assert (root / "dtd" / "images" / "a" / "1.jpg").read_bytes() == b"jpg" and (root / "dtd.tar.gz").is_file()

@@ -65,6 +65,10 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+# what a corruption or shift-set row takes over from the clean row of the same fit
+CARRIED = ("method", "shots", "seed", "n_train", "n_val", "split_source", "train_views", "hparams", "select_on")
+
+
 def corruption_rows(clf: FewShotClassifier, features: DatasetFeatures, clean: dict, corruptions) -> list[dict]:
     """One row per corruption: the fitted head scored on corrupted test images, or consulting corrupted
     prompts; for gate methods also how often the top-1 selected text moved and how often it is of the
@@ -93,8 +97,7 @@ def corruption_rows(clf: FewShotClassifier, features: DatasetFeatures, clean: di
             head = clf.with_text(features.corrupted[c])
             pred = head.predict(test.x)
             top1 = head.explain(test.x)[0][:, 0] if gated else None
-        row = {k: clean[k] for k in ("method", "shots", "seed", "n_train", "n_val", "split_source",
-                                     "train_views", "hparams", "select_on")}
+        row = {k: clean[k] for k in CARRIED}
         row.update(corruption=c.name, severity=c.severity, acc_test=pct(float(np.mean(pred == test.labels))),
                    acc_clean=acc_clean, n_test=len(test.labels))
         if gated:
@@ -123,8 +126,7 @@ def shift_rows(clf: FewShotClassifier, features: DatasetFeatures, clean: dict) -
     for name, (images, classes) in features.shifted.items():
         proba = clf.predict_proba(images.x)[:, classes]
         pred = np.asarray(classes)[proba.argmax(1)]
-        row = {k: clean[k] for k in ("method", "shots", "seed", "n_train", "n_val", "split_source", "train_views",
-                                     "hparams", "select_on")}
+        row = {k: clean[k] for k in CARRIED}
         row.update(eval_set=name, acc_test=pct(float(np.mean(pred == images.labels))), n_test=len(images.labels),
                    n_classes=len(classes))
         rows.append(row)

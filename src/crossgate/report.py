@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .results import DEFAULT_SELECT, SELECT_LABELS, SELECT_ON, main_row, read_rows, selected_on
+from .results import DEFAULT_SELECT, SELECT_LABELS, SELECT_ON, clean_row, main_row, read_rows, selected_on
 from .storage import OutputFolder
 
 
@@ -29,7 +29,7 @@ def summarize(rows: list[dict], metric: str = "acc_test",
     values: dict[tuple, dict[str, dict[int, list]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for r in rows:
         # the clean test set; corrupted and shift-set rows, and other protocols, have tables of their own
-        if r.get("corruption") is None and r.get("eval_set") is None and selected_on(r) == select_on:
+        if clean_row(r) and selected_on(r) == select_on:
             values[(r["dataset"], r["backbone"])][r["method"]][int(r["shots"])].append(r[metric])
     return {group: {m: {k: (*mean_std(v), len(v)) for k, v in sorted(by_shots.items())}
                     for m, by_shots in methods.items()}
@@ -158,7 +158,7 @@ def selection_gap(rows: list[dict]) -> dict[tuple, dict[str, dict[int, dict]]]:
     each protocol paired with crossgate's draw by draw (the same images: same method, shots and seed)."""
     acc = {}
     for r in rows:
-        if r.get("corruption") is None and r.get("eval_set") is None:
+        if clean_row(r):
             acc[(r["dataset"], r["backbone"], r["method"], int(r["shots"]), r["seed"], selected_on(r))] = r["acc_test"]
     out: dict = defaultdict(lambda: defaultdict(dict))
     for (dataset, backbone, method, shots, seed, protocol), value in acc.items():

@@ -30,10 +30,15 @@ def run_key(row: dict) -> tuple:
                                              selected_on(row))
 
 
+def clean_row(row: dict) -> bool:
+    """A row of the dataset's own clean test split (not a corrupted copy, not a shift set), any protocol."""
+    return row.get("corruption") is None and row.get("eval_set") is None
+
+
 def main_row(row: dict) -> bool:
-    """A row of the dataset's own clean test split (not a corrupted copy, not a shift set), chosen by
-    crossgate's protocol (rows of the other selection protocols have tables of their own)."""
-    return row.get("corruption") is None and row.get("eval_set") is None and selected_on(row) == DEFAULT_SELECT
+    """A clean row chosen by crossgate's protocol (rows of the other selection protocols have tables of
+    their own)."""
+    return clean_row(row) and selected_on(row) == DEFAULT_SELECT
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -81,6 +86,7 @@ _ROW_FIELDS = {
     "corruption": lambda v: v is None or isinstance(v, str), "severity": lambda v: v is None or _count(v, 1),
     "train_views": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
     "eval_set": lambda v: v is None or isinstance(v, str),
+    "select_on": lambda v: v in SELECT_ON,
 }
 _REQUIRED = ("dataset", "backbone", "method", "shots", "seed", "acc_test")
 

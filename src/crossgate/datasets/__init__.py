@@ -28,7 +28,7 @@ def load_dataset(name: str, settings=None, templates: list[str] | None = None, p
 
 
 def _use_prompts(dataset: Dataset, prompts: str, settings) -> None:
-    from .download import download, prompt_remote, verify
+    from .download import fetch, prompt_remote
     from .prompts import file_digest, read_bank
 
     if prompts == "cupl":
@@ -40,11 +40,10 @@ def _use_prompts(dataset: Dataset, prompts: str, settings) -> None:
 
         settings = settings or Settings()
         path = Path(settings.data_root) / remote.path
-        if not (path.is_file() and verify(path, remote)):
-            if settings.offline:
-                raise UserError(f"the CuPL bank of {dataset.name} is not at {path} and downloads are off; put "
-                                f"{remote.url} there or allow downloads")
-            download(remote, path, progress=False)
+        if settings.offline and not path.exists():
+            raise UserError(f"the CuPL bank of {dataset.name} is not at {path} and downloads are off; put "
+                            f"{remote.url} there or allow downloads")
+        fetch(remote, path, progress=False)
         source = f"the CuPL bank of {dataset.name}"
     else:
         path = Path(prompts).expanduser()

@@ -141,10 +141,11 @@ def _unreachable(remote: Remote, dest: Path, reason: str) -> UserError:
                      "(or point --data-root / CROSSGATE_DATA at a folder that has it)")
 
 
-def safe_extract(archive: Path, into: Path, subfolder: str | None = None) -> None:
+def safe_extract(archive: Path, into: Path, subfolder: str | None = None, nested: tuple[str, ...] = ()) -> None:
     """Extract a tar or zip archive into `into` (only its `subfolder`, if given, whose contents land in
-    `into`); members that would land outside it, links, devices and other special files are refused before
-    anything is written. Files already in `into` that the archive lacks are kept."""
+    `into`; the `nested` archives inside it extracted where they lie, and dropped); members that would land
+    outside it, links, devices and other special files are refused before anything is written. What is
+    already in `into` is kept: files the archive lacks, and files of the same name (see _merge)."""
     into.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=into, prefix=".extract-") as tmp:
         if zipfile.is_zipfile(archive):
@@ -154,6 +155,11 @@ def safe_extract(archive: Path, into: Path, subfolder: str | None = None) -> Non
         taken = Path(tmp) / PurePosixPath(subfolder) if subfolder else Path(tmp)
         if not taken.is_dir():
             raise UserError(f"{archive} has no folder {subfolder!r}; delete it and download it again")
+        for inner in nested:  # an archive of archives (Caltech101's zip holds its tar.gz): ours, in tmp
+            path = taken / PurePosixPath(inner)
+            if path.is_file():
+                safe_extract(path, path.parent)
+                path.unlink()
         _merge(taken, into)
 
 
@@ -214,16 +220,32 @@ def _write_members(dest: Path, members, name, is_dir, open_member) -> None:
 
 
 def _merge(src: Path, dst: Path) -> None:
-    """Move the tree `src` into `dst`, keeping files of `dst` that `src` does not have (a split file put
-    there by hand survives the images archive being extracted over its folder)."""
+    """Move the tree `src` into `dst` without replacing anything there: files of `dst` that `src` lacks stay
+    (a split file put there by hand survives the images archive), and so does a file of the same name (it
+    may be the user's; an interrupted earlier merge leaves only whole files, each moved by one rename). A
+    file where the archive has a folder, or the reverse, is refused: the user's entry is in the way."""
     for child in sorted(src.iterdir()):
         target = dst / child.name
-        if child.is_dir() and target.is_dir():
-            _merge(child, target)
-        else:
-            if target.is_dir():
-                shutil.rmtree(target)
+        if not target.exists() and not target.is_symlink():
             child.replace(target)
+        elif child.is_dir() and target.is_dir() and not target.is_symlink():
+            _merge(child, target)
+        elif child.is_dir() or target.is_dir() or target.is_symlink():
+            raise UserError(f"{target} is in the way of the archive's {'folder' if child.is_dir() else 'file'} of "
+                            "that name; move it away and run again")
+
+
+def fetch(remote: Remote, dest: Path, progress: bool = True) -> bool:
+    """`remote` at `dest`: kept when a verified copy is already there, downloaded when nothing is; a file of
+    that name that is not the published one is someone's, and refused rather than replaced. Returns
+    whether it was downloaded now (only then is it crossgate's to delete)."""
+    if dest.is_file() and verify(dest, remote):
+        return False
+    if dest.exists() or dest.is_symlink():
+        raise UserError(f"{dest} is not the file crossgate downloads there ({remote.url}: the checksum "
+                        "differs); move it away and run again, or put a verified copy there")
+    download(remote, dest, progress)
+    return True
 
 
 def ensure_files(dataset: str, root: Path, role: str, progress: bool = True) -> None:
@@ -233,18 +255,13 @@ def ensure_files(dataset: str, root: Path, role: str, progress: bool = True) -> 
         if remote.target(root).exists():
             continue
         dest = root / remote.path
-        if not (dest.is_file() and verify(dest, remote)):
-            download(remote, dest, progress)
+        downloaded = fetch(remote, dest, progress)
         if remote.extract_to is not None:
-            safe_extract(dest, root / remote.extract_to, remote.extract_from)
-            for inner in remote.nested:  # an archive of archives (Caltech101's zip holds its tar.gz)
-                nested = root / remote.extract_to / PurePosixPath(inner)
-                if nested.is_file():
-                    safe_extract(nested, nested.parent)
-                    nested.unlink()
+            safe_extract(dest, root / remote.extract_to, remote.extract_from, remote.nested)
             if not remote.target(root).exists():
                 raise UserError(f"{dest} did not contain {remote.provides}; delete it and download it again")
-            dest.unlink()  # extracted: the archive is no longer needed
+            if downloaded:  # extracted: crossgate's download is no longer needed (a copy you put there stays)
+                dest.unlink()
 
 
 def ensure_indices(dataset: str, root: Path, progress: bool = True) -> list[str]:

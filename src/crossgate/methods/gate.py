@@ -360,9 +360,8 @@ class GateJoint(_GateBase):
         # the scales come from every image this fit was given (training and validation), no labels read
         reference = np.concatenate([x, val[0]]) if val else x
         self.member_scales_ = {name: logit_scale(self._raw_logits(name, reference)) for name in self.bases_}
-        self.base_scale_ = 1.0
         self.base_ = self._choose_base(xv, yv)
-        self.base_scale_ = logit_scale(self._base_logits(reference))
+        self.base_scale_ = logit_scale(self._mixed(reference, self.base_))
         data = _prepare(x, y, text, val, cfg.text_space)
         self.img_mean_ = data.x.mean(0) if cfg.center else torch.zeros(data.x.shape[1])
         self.pool_mean_ = data.pool.mean(0) if cfg.center else torch.zeros(data.pool.shape[1])
@@ -394,13 +393,15 @@ class GateJoint(_GateBase):
         with torch.device("cpu"):  # a fitted estimator's state lives on the CPU, also inside a GPU fit
             return tensor(self.bases_[name]._logits(x)).double()
 
-    def _base_logits(self, x: np.ndarray, base: str | None = None) -> torch.Tensor:
-        """The chosen base's logits: a base's, or the ensemble's (the mean of the bases' centred logits, each
-        divided by its scale), centred and divided by the chosen base's scale."""
-        base = base or self.base_
+    def _mixed(self, x: np.ndarray, base: str) -> torch.Tensor:
+        """A candidate's logits: a base's, or the ensemble's, the mean of the bases' centred logits each
+        divided by its scale."""
         members = list(self.bases_) if base == "ensemble" else [base]
-        mixed = sum(centred(self._raw_logits(m, x)) / self.member_scales_[m] for m in members)
-        return (mixed / len(members) / self.base_scale_).float()
+        return sum(centred(self._raw_logits(m, x)) / self.member_scales_[m] for m in members) / len(members)
+
+    def _base_logits(self, x: np.ndarray) -> torch.Tensor:
+        """The chosen base's logits, divided by its scale on the fit's images."""
+        return (self._mixed(x, self.base_) / self.base_scale_).float()
 
     def _candidates(self) -> list[str]:
         return list(dict.fromkeys(c for c in self._config().candidates if c == "ensemble" or c in self.bases_))
@@ -409,7 +410,7 @@ class GateJoint(_GateBase):
         """A candidate base by validation accuracy. Where validation cannot tell (a tie, as on 1-2 images per
         class): the ensemble, the safest without evidence, since its zero-shot-anchored members (lpp, proker,
         tip) keep the text prior; among other ties, the earlier candidate."""
-        accs = {b: float((self._base_logits(xv, b).argmax(1).cpu().numpy() == yv).mean()) for b in self._candidates()}
+        accs = {b: float((self._mixed(xv, b).argmax(1).cpu().numpy() == yv).mean()) for b in self._candidates()}
         return max(accs, key=lambda b: (accs[b], b == "ensemble", -list(accs).index(b)))
 
     def _fit_residual(self, x, y, base, pool, pool_labels, xv, yv, base_v, cfg: JointConfig, gcfg: GateConfig):
