@@ -28,7 +28,7 @@ DEFAULT_SEEDS = (1, 2, 3)
 CORRUPTED_ONLY = ("corrupt_per_class",)  # settings that move only the corrupted rows' numbers
 # what rows written before these fields existed meant
 SETUP_DEFAULTS = {"train_views": ["center"], "templates": None, "corrupt_seed": 0, "corrupt_per_class": None,
-                  "skipped_images": {}, "prompts": None}
+                  "skipped_images": {}, "prompts": None, "aug_views": 0}
 
 
 @dataclass
@@ -66,7 +66,8 @@ def git_commit() -> str | None:
 
 
 # what a corruption or shift-set row takes over from the clean row of the same fit
-CARRIED = ("method", "shots", "seed", "n_train", "n_val", "split_source", "train_views", "hparams", "select_on")
+CARRIED = ("method", "shots", "seed", "n_train", "n_val", "split_source", "train_views", "hparams", "select_on",
+           "aug_views_used")
 
 
 def corruption_rows(clf: FewShotClassifier, features: DatasetFeatures, clean: dict, corruptions) -> list[dict]:

@@ -41,6 +41,8 @@ class DatasetFeatures:
     corrupted: dict = field(default_factory=dict)  # Corruption -> corrupted test ImageFeatures or TextFeatures
     corrupted_rows: np.ndarray | None = None  # test rows the corrupted images are copies of (None: all)
     shifted: dict = field(default_factory=dict)  # shift set name -> (its test ImageFeatures, the classes it holds)
+    # (shots, seed) -> (passes, n, dim): augmented views of that draw's n training images (--aug-views)
+    augmented: dict = field(default_factory=dict)
 
     def few_shot(self, shots: int, seed: int):
         """The published split when its index file exists, else crossgate's sampler; indices are rows of
@@ -191,6 +193,18 @@ class FeatureCache:
         return ({c: self.image_features(encoder, images, "test", view=c.view(seed)) if c.kind == "image"
                  else self.text_features(encoder, dataset, c, seed) for c in corruptions}, positions)
 
+    def augmented_features(self, encoder: Encoder, dataset: Dataset, positions: np.ndarray, passes: int,
+                           seed: int = 0) -> np.ndarray:
+        """(passes, len(positions), dim): `passes` augmented views (augment.py) of the training images at
+        `positions`, one cache entry per set of images; the views of an image do not depend on the others."""
+        from . import augment
+
+        subset = AugmentedTrain(dataset, positions, passes)
+        feats = self.image_features(encoder, subset, "train", view=augment.view(seed))
+        if len(feats.labels) != passes * len(positions):  # the images were read before: only a changed file
+            raise UserError(f"some training images of {dataset.name} could not be read again for their augmented "
+                            "views; fix them and run again")
+        return feats.x.reshape(passes, len(positions), -1)
 
     def images_to_encode(self, encoder: Encoder, dataset: Dataset, flip: bool = False, corruptions=(),
                          seed: int = 0, per_class: int | None = None, shifted=()) -> tuple[int, int]:
@@ -247,22 +261,57 @@ def view_label(view: str) -> str:
     if view.startswith("corrupt:"):
         _, name, severity, _ = view.split(":")
         return f" ({name}, severity {severity})"
+    if view.startswith("aug:"):
+        return " (augmented views)"
     return ""
 
 
-class TestSubset(Dataset):
-    """Some test images of a dataset as a dataset of their own (its own identity, so its own cache entries)."""
+class SplitSubset(Dataset):
+    """Some images of one split of a dataset as a dataset of their own (its own identity, so its own cache
+    entries); an image may appear several times, `item_keys` telling its copies apart."""
 
-    def __init__(self, dataset: Dataset, positions: np.ndarray, tag: str):
+    def __init__(self, dataset: Dataset, split_name: str, positions: np.ndarray, tag: str,
+                 item_keys: np.ndarray | None = None):
         from dataclasses import replace
 
         self.name, self.classnames, self.templates = dataset.name, dataset.classnames, dataset.templates
-        self._base, self._positions, self._tag = dataset, np.asarray(positions), tag
-        test = dataset.split("test")
-        self._test = replace(test, labels=test.labels[self._positions],
-                             load_image=lambda i: test.load_image(int(self._positions[i])),
-                             paths=[test.paths[i] for i in self._positions] if test.paths else None,
-                             locate=(lambda i: test.locate(int(self._positions[i]))) if test.locate else None)
+        self._base, self._positions, self._tag, self._split_name = dataset, np.asarray(positions), tag, split_name
+        whole = dataset.split(split_name)
+        self._split = replace(whole, labels=whole.labels[self._positions],
+                              load_image=lambda i: whole.load_image(int(self._positions[i])),
+                              paths=[whole.paths[i] for i in self._positions] if whole.paths else None,
+                              locate=(lambda i: whole.locate(int(self._positions[i]))) if whole.locate else None,
+                              item_keys=item_keys)
+
+    @property
+    def identity(self) -> str:
+        return f"{self._base.identity}[{self._tag}]"
+
+    def split(self, name: str):
+        if name != self._split_name:
+            raise UserError(f"a {self._split_name} subset has only the {self._split_name} split, not {name!r}")
+        return self._split
+
+    def ensure_images(self) -> None:
+        self._base.ensure_images()
+
+
+class AugmentedTrain(SplitSubset):
+    """Training images, each `passes` times in a row of passes (pass p of image j at p * n + j), keyed by
+    (position, pass) so that each copy gets its own augmentation."""
+
+    def __init__(self, dataset: Dataset, positions: np.ndarray, passes: int):
+        positions = np.asarray(positions, dtype=np.int64)
+        digest = hashlib.sha256(positions.tobytes()).hexdigest()[:16]
+        keys = np.stack([np.tile(positions, passes), np.repeat(np.arange(passes), len(positions))], axis=1)
+        super().__init__(dataset, "train", np.tile(positions, passes), f"train-{digest}-aug{passes}", keys)
+
+
+class TestSubset(SplitSubset):
+    """Some test images of a dataset as a dataset of their own."""
+
+    def __init__(self, dataset: Dataset, positions: np.ndarray, tag: str):
+        super().__init__(dataset, "test", positions, tag)
 
     @classmethod
     def first_per_class(cls, dataset: Dataset, per_class: int,
@@ -279,15 +328,3 @@ class TestSubset(Dataset):
         positions = np.sort(np.concatenate([np.flatnonzero((labels == c) & readable)[:per_class]
                                             for c in range(len(dataset.classnames))]))
         return cls(dataset, positions, tag), positions
-
-    @property
-    def identity(self) -> str:
-        return f"{self._base.identity}[{self._tag}]"
-
-    def split(self, name: str):
-        if name != "test":
-            raise UserError(f"a test subset has only the test split, not {name!r}")
-        return self._test
-
-    def ensure_images(self) -> None:
-        self._base.ensure_images()

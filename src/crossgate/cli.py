@@ -412,6 +412,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "or test (the test split, as some papers did: every number then saw test labels, and "
                             "every table and plot says so). Rows of different protocols share a folder; summary.md "
                             "compares them draw by draw (the selection gap)")
+        p.add_argument("--aug-views", type=non_negative_int, default=0, metavar="N",
+                       help="also encode N augmented passes of each draw's training images (random resized crop, "
+                            "scale 0.5-1, and flip: CoOp's and Tip-Adapter's training transform, the same per "
+                            "image every run) and give them to the methods whose official code uses them (gda, "
+                            "proker, tip, tipf; `crossgate methods` says how); GDA and ProKeR's papers use 10 "
+                            "(default: 0)")
         p.add_argument("--corrupt-seed", type=non_negative_int, default=0, metavar="N",
                        help="seed of the corruptions (default: 0; the same corrupted data for every run)")
         p.add_argument("--corrupt-per-class", type=positive_int, default=corrupt_per_class, metavar="N",
@@ -547,6 +553,8 @@ def cmd_list(args, settings) -> int:
         else:
             for name in reg.names():
                 print(f"{name:<20} {reg.help(name)}")
+                use = reg.factory(name).aug_views or "not used (the centre view; --flip adds Lin et al.'s mirrored one)"
+                print(f"{'':<20}   --aug-views: {use}")
     return 0
 
 
@@ -660,6 +668,7 @@ def _bench_one(args, settings) -> list[dict]:
                          configs=method_configs_from(args, args.methods or METHODS.names()),
                          setup={"train_views": ["center", "flip"] if args.flip else ["center"],
                                 "templates": args.templates, "corrupt_seed": args.corrupt_seed,
+                                "aug_views": args.aug_views,
                                 # which test images were corrupted: only meaningful with corruptions
                                 "corrupt_per_class": args.corrupt_per_class if args.corrupt else None},
                          corruptions=args.corrupt, shifts=args.shift, device=settings.torch_device(),
@@ -677,6 +686,11 @@ def _bench_one(args, settings) -> list[dict]:
     skipped = {s: len(dataset.split(s)) - len(feats.split(s).labels) for s in ("train", "val", "test")}
     config.setup["skipped_images"] = {s: n for s, n in skipped.items() if n}
     config.setup["prompts"] = dataset.prompt_source  # a description bank (kind, sha256) changes every text
+    if args.aug_views:
+        from .pipeline import add_augmented_views, feature_cache
+
+        draws = dict.fromkeys((k, s) for m, k, s in todo if METHODS.factory(m).aug_views)  # only where used
+        feats = add_augmented_views(feats, feature_cache(settings), encoder, dataset, list(draws), args.aug_views)
     with progress(total=len(todo), desc="fits", unit="run", enabled=settings.progress) as bar:
         return run_bench(config, feats, encoder.identity, dataset_identity=dataset.identity,
                          on_run=lambda row, key: bar.update(1) if row is not None else None)
@@ -707,7 +721,12 @@ def _say_plan(args, settings, config, n_runs: int, todo: list) -> tuple:
     cores = os.cpu_count() or 1
     # images/s measured (README, Speed): lite ~22 per CPU core; a CLIP-sized model about 5; a GPU thousands
     rate = 2000 if device.startswith("cuda") else (22 if args.backbone == "lite" else 5) * cores
-    seconds = to_encode / rate + fit_seconds_estimate(config, todo)
+    from .methods import METHODS
+
+    # each draw's training images, N times, for the methods that use them (cached ones are not known yet)
+    aug = args.aug_views * len(dataset.classnames) * sum(
+        k for k, _ in dict.fromkeys((k, s) for m, k, s in todo if METHODS.factory(m).aug_views))
+    seconds = (to_encode + aug) / rate + fit_seconds_estimate(config, todo)
     processes = fit_processes(config, todo)
     n_corrupt = len(config.corruptions)
     corrupt = f", each scored on {n_corrupt} corruption{'s' * (n_corrupt != 1)}" if n_corrupt else ""
@@ -716,7 +735,8 @@ def _say_plan(args, settings, config, n_runs: int, todo: list) -> tuple:
           f"({n_methods} method{'s' * (n_methods != 1)} × "
           f"shots {','.join(map(str, config.shots))} × seeds {','.join(map(str, config.seeds))}{corrupt}) on "
           f"{dataset.name} with {args.backbone}; {to_encode:,} of {total:,} images to encode "
-          f"({'all cached' if not to_encode else 'the rest cached' if to_encode < total else 'none cached yet'}); "
+          f"({'all cached' if not to_encode else 'the rest cached' if to_encode < total else 'none cached yet'})"
+          + (f" and up to {aug:,} augmented views of training images" if aug else "") + "; "
           f"about {_duration(seconds)} on this machine ({device}, {processes} fit process(es)). Results go to "
           f"{out}/ (results.jsonl, summary.md, summary.csv, plots).", flush=True)
     ensure_writable_dir(out, "output folder", "--out")  # the folder exists from the start

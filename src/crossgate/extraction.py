@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import corruptions, pixels
+from . import augment, corruptions, pixels
 from .datasets.base import Split
 from .encoders.base import Encoder
 from .errors import UserError
@@ -57,7 +57,7 @@ class _PixelDataset(torch.utils.data.Dataset):
 
     def __init__(self, split: Split, positions: list[int], preprocess, view: str, tensor_decode: bool = False):
         self.split, self.positions, self.preprocess, self.view = split, positions, preprocess, view
-        self.transform = view_transform(view)
+        self.transform = view_transform(view, preprocess)
         self.tensor_decode = tensor_decode
 
     def __len__(self):
@@ -69,7 +69,8 @@ class _PixelDataset(torch.utils.data.Dataset):
             if self.tensor_decode and self.split.locate is not None and self.view in VIEWS:
                 return i, pixels.read_for_decode(self.split.locate(i), self.split.missing_hint,
                                                  flip=self.view == "flip"), None
-            image = self.transform(self.split.load_image(i), i)
+            keys = self.split.item_keys
+            image = self.transform(self.split.load_image(i), i if keys is None else tuple(int(k) for k in keys[i]))
         except UserError as err:
             return i, None, str(err)
         if self.tensor_decode:
@@ -77,15 +78,23 @@ class _PixelDataset(torch.utils.data.Dataset):
         return i, self.preprocess(image), None
 
 
-def view_transform(view: str):
-    """f(image, position) for a view: "center" (as is), "flip" (mirrored), "corrupt:<name>:<severity>:<seed>"."""
+def view_transform(view: str, preprocess=None):
+    """f(image, position) for a view: "center" (as is), "flip" (mirrored), "corrupt:<name>:<severity>:<seed>",
+    "aug:<seed>" (a random resized crop to the encoder's input size, and a random flip; augment.py)."""
+    if view.startswith("aug:"):
+        spec = pixels.spec_of(preprocess) if preprocess is not None else None
+        if spec is None:
+            raise UserError("--aug-views needs an encoder whose preprocessing is a resize and a center crop (its "
+                            "input size); this one's is not")
+        return augment.view_transform(view, spec.crop)
     if view == "center":
         return lambda image, position: image
     if view == "flip":
         return lambda image, position: image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     if view.startswith("corrupt:"):
         return corruptions.view_transform(view)
-    raise ValueError(f"unknown view {view!r}; available: {', '.join(VIEWS)} or corrupt:<name>:<severity>:<seed>")
+    raise ValueError(f"unknown view {view!r}; available: {', '.join(VIEWS)}, corrupt:<name>:<severity>:<seed> or "
+                     "aug:<seed>")
 
 
 def _groups(items: Iterator, batch_size: int):

@@ -67,6 +67,20 @@ def shift_features(cache, encoder, dataset, names, settings) -> dict:
     return out
 
 
+def add_augmented_views(features: DatasetFeatures, cache: FeatureCache, encoder, dataset, draws, passes: int,
+                        seed: int = 0) -> DatasetFeatures:
+    """`features` with `passes` augmented views of each draw's training images ((shots, seed) pairs), from the
+    cache or encoded into it: what --aug-views gives the methods that use them (FewShotClassifier.aug_views)."""
+    if passes <= 0:
+        return features
+    out = {}
+    for shots, draw_seed in draws:
+        rows = features.few_shot(shots, draw_seed).train
+        positions = rows if features.train.kept is None else features.train.kept[rows]
+        out[(shots, draw_seed)] = cache.augmented_features(encoder, dataset, positions, passes, seed)
+    return replace(features, augmented=out)
+
+
 def pct(value: float) -> float:
     return round(100.0 * value, 4)
 
@@ -102,9 +116,12 @@ def fit_one(features: DatasetFeatures, method: str, shots: int | str, seed: int,
     xval, yval = selection_images(features, split, select_on)
     clf = make_method(method, seed, config, device)
     # methods built on others (gate-joint) take the draw's fits already made instead of refitting them
-    reuse = {"fitted_bases": fitted} if fitted and "fitted_bases" in inspect.signature(clf.fit).parameters else {}
+    extra_args = {"fitted_bases": fitted} if fitted and "fitted_bases" in inspect.signature(clf.fit).parameters else {}
+    views = features.augmented.get((shots, seed))
+    if views is not None and clf.aug_views:  # --aug-views, for the methods whose official code uses them
+        extra_args["views"] = (views, features.train.labels[split.train])
     start = time.perf_counter()
-    clf.fit(xtr, ytr, text=features.text, val=(xval, yval), **reuse)
+    clf.fit(xtr, ytr, text=features.text, val=(xval, yval), **extra_args)
     fit_seconds = time.perf_counter() - start
     extra = {}
     if hasattr(clf, "selection_stats"):  # how varied the gate's selection is (a collapse shows), and how
@@ -121,6 +138,7 @@ def fit_one(features: DatasetFeatures, method: str, shots: int | str, seed: int,
         "n_train": len(ytr), "n_val": len(yval), "n_test": len(features.test.labels),
         "n_classes": len(features.classnames),
         "split_source": split.source, "train_views": features.train_views(), "select_on": select_on,
+        "aug_views_used": len(views) if "views" in extra_args else 0,
     }
 
 

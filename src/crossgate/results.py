@@ -87,6 +87,7 @@ _ROW_FIELDS = {
     "train_views": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
     "eval_set": lambda v: v is None or isinstance(v, str),
     "select_on": lambda v: v in SELECT_ON,
+    "aug_views": lambda v: _count(v), "aug_views_used": lambda v: _count(v),
 }
 _REQUIRED = ("dataset", "backbone", "method", "shots", "seed", "acc_test")
 

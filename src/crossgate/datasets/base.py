@@ -26,6 +26,9 @@ class Split:
     paths: list[str] | None = None  # image paths relative to the dataset's images folder, when on disk
     locate: Callable[[int], Path] | None = None  # the i-th image's file, when on disk (the tensor decode reads it)
     missing_hint: str = ""  # what to do about a missing file, for the error message
+    # per item, what seeds an augmented view's randomness, (position in the source split, pass); None: the
+    # item's own position (a split of a dataset, a test subset)
+    item_keys: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -77,6 +77,15 @@ def class_indices(y: np.ndarray, classes: np.ndarray, what: str = "y") -> np.nda
     return at_clipped.astype(np.int64)
 
 
+def concatenated(views: tuple[np.ndarray, np.ndarray] | None, x: np.ndarray, y: np.ndarray):
+    """(samples, labels): every pass of checked views one after the other (pass-major, as the official codes
+    torch.cat their augment epochs), or x, y themselves without views."""
+    if views is None:
+        return x, y
+    stack, labels = views
+    return stack.reshape(-1, stack.shape[2]), np.tile(labels, len(stack))
+
+
 def tensor(a, dtype: torch.dtype | None = None) -> torch.Tensor:
     """An array as a tensor on the device the fit runs on (torch's default device, which `fit` sets)."""
     return torch.as_tensor(np.asarray(a), dtype=dtype, device=torch.get_default_device())
@@ -188,6 +197,9 @@ def _state_to_cpu(estimator) -> None:
 class FewShotClassifier(ClassifierMixin, BaseEstimator):
     uses_text = False  # True when fit needs the class text features
     config_class = None  # the method's config dataclass
+    # how fit(views=...) uses augmented views of the training images, as the method's official code does
+    # (said by `crossgate methods`); None: fit takes no views
+    aug_views: str | None = None
 
     def __init__(self, config=None, random_state: int | None = None, device: str = "cpu"):
         self.config = config  # the method's config dataclass; None means its defaults
@@ -259,6 +271,20 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = x.shape[1]
         self.n_classes_ = len(classes)
         return x, y, val
+
+    def _check_views(self, views, dim: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """views=(array (passes, n, dim), labels (n,) as class indices of this fit), checked; None stays None."""
+        if views is None:
+            return None
+        try:
+            stack, labels = views
+        except (TypeError, ValueError):
+            raise UserError("views= must be (features of shape (passes, n, dim), their n labels)") from None
+        stack = np.asarray(stack, dtype=np.float32)
+        if stack.ndim != 3 or stack.shape[0] == 0 or stack.shape[2] != dim or not np.all(np.isfinite(stack)):
+            raise UserError(f"views= features must be finite, of shape (passes, n, {dim}); got {stack.shape}")
+        labels = class_indices(check_labels(labels, stack.shape[1], "views labels"), self.classes_, "views labels")
+        return stack, labels
 
     def _val_or_train(self, x, y, val):
         """The few-shot validation split; without one, selection falls back to the training data."""

@@ -328,12 +328,14 @@ class _Residual(nn.Module):
                                      "ensemble")
 class GateJoint(_GateBase):
     config_class = JointConfig  # the bases, optimisation, the gate's loss and the validation grid
+    aug_views = "handed to those of its bases that use them; the gate itself trains on the cached views"
 
-    def fit(self, x, y, *, text=None, val=None, fitted_bases: dict | None = None):
-        """`fitted_bases`: estimators already fitted on exactly these x, y, text and val (bench passes the
-        draw's own fits); one is used as a base only if it is the one this fit would make (same method,
+    def fit(self, x, y, *, text=None, val=None, fitted_bases: dict | None = None, views=None):
+        """`fitted_bases`: estimators already fitted on exactly these x, y, text, val and views (bench passes
+        the draw's own fits); one is used as a base only if it is the one this fit would make (same method,
         config, random_state and device), so the result is the same as without it, only sooner."""
         x, y, val = self._check_fit(x, y, text, val)
+        self._check_views(views, x.shape[1])
         cfg = self._config()
         unknown = [b for b in cfg.bases if b not in METHODS or b == "gate-joint"]
         if unknown or not cfg.bases:
@@ -355,7 +357,8 @@ class GateJoint(_GateBase):
                 self.bases_[name] = offered
                 reused.append(name)
             else:
-                self.bases_[name] = fresh.fit(x, y, text=text, val=val)
+                self.bases_[name] = fresh.fit(x, y, text=text, val=val,
+                                              **({"views": views} if views is not None and fresh.aug_views else {}))
         xv, yv = self._val_or_train(x, y, val)
         # the scales come from every image this fit was given (training and validation), no labels read
         reference = np.concatenate([x, val[0]]) if val else x

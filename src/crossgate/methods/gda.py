@@ -7,8 +7,9 @@ with their shrinkage estimate of the precision, P = D · pinv((N-1)Σ + tr(Σ) I
     W = μ P,   b_c = log(1/C) - ½ μ_c P μ_cᵀ,   logits = 100 · x Tᵀ + α (x Wᵀ + b)
 
 with T the zero-shot class texts and α chosen on the few-shot validation split from the authors' grid.
-The authors concatenate 10 augmented passes of the training images as extra samples (main_few_shots.py:
-torch.cat over augment_epoch); we use the views in the cache (the centre crop, and the flip with --flip).
+The authors estimate μ and Σ from 10 augmented passes of the training images, concatenated as samples
+(main_few_shots.py: torch.cat over augment_epoch; the centre crop is not among them): with --aug-views N,
+fit(views=...) does the same with N cached passes; without, the cached views (centre, and flip with --flip).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from ..config import param
-from .base import METHODS, FewShotClassifier, tensor, unit_rows
+from .base import METHODS, FewShotClassifier, concatenated, tensor, unit_rows
 
 LOGIT_SCALE = 100.0
 
@@ -54,12 +55,14 @@ class GDA(FewShotClassifier):
     uses_text = True
     zero_shot_attr = "text_"  # consulted at prediction time (with_text)
     config_class = GDAConfig  # closed form: random_state is unused
+    aug_views = "the passes, concatenated, are the samples of its means and covariance (main_few_shots.py)"
 
-    def fit(self, x, y, *, text=None, val=None):
+    def fit(self, x, y, *, text=None, val=None, views=None):
         x, y, val = self._check_fit(x, y, text, val)
         cfg = self._config()
         self.text_ = text.class_means()
-        self.coef_, self.intercept_ = (a.astype(np.float32) for a in gda_head(unit_rows(x), y, self.n_classes_))
+        xs, ys = concatenated(self._check_views(views, x.shape[1]), x, y)
+        self.coef_, self.intercept_ = (a.astype(np.float32) for a in gda_head(unit_rows(xs), ys, self.n_classes_))
         xv, yv = self._val_or_train(x, y, val)
         zero_shot, gda = self._parts(xv)
         accs = [float(np.mean((zero_shot + a * gda).argmax(1) == yv)) for a in cfg.alphas]

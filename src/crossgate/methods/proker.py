@@ -8,8 +8,10 @@ k(a, b) = exp(-β (1 - a·b)):
     A = (K/λ + I)⁻¹ (Y - Z(S)),   logits(x) = x Tᵀ + k(x, S) A
 
 (β, λ) are chosen together on the few-shot validation split from the authors' grid (their Food-101 RN50
-ranges); ties go to the earlier (β, λ). We solve (K/λ + I)⁻¹ as λ(K + λI)⁻¹ through one eigendecomposition
-of K per β; λ = 0 switches the adaptation off (zero-shot).
+ranges); ties go to the earlier (β, λ). With --aug-views N the support set S is the N augmented passes of
+the training images, concatenated (as GDA's code, which ProKeR's builds on); without, the cached views.
+We solve (K/λ + I)⁻¹ as λ(K + λI)⁻¹ through one eigendecomposition of K per β;
+λ = 0 switches the adaptation off (zero-shot).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 
 from ..config import param
-from .base import METHODS, FewShotClassifier, tensor, unit_rows
+from .base import METHODS, FewShotClassifier, concatenated, tensor, unit_rows
 
 
 @dataclass
@@ -51,13 +53,15 @@ class ProKeR(FewShotClassifier):
     uses_text = True
     zero_shot_attr = "text_"  # consulted at prediction time (with_text)
     config_class = ProKeRConfig  # closed form: random_state is unused
+    aug_views = "the passes, concatenated, are the kernel's support set (as GDA's code)"
 
-    def fit(self, x, y, *, text=None, val=None):
+    def fit(self, x, y, *, text=None, val=None, views=None):
         x, y, val = self._check_fit(x, y, text, val)
         cfg = self._config()
-        support = tensor(unit_rows(x)).double()
+        xs, ys = concatenated(self._check_views(views, x.shape[1]), x, y)
+        support = tensor(unit_rows(xs)).double()
         text_w = tensor(text.class_means()).double()
-        residual = torch.nn.functional.one_hot(tensor(y), self.n_classes_).double() - support @ text_w.T
+        residual = torch.nn.functional.one_hot(tensor(ys), self.n_classes_).double() - support @ text_w.T
         xv, yv = self._val_or_train(x, y, val)
         xv = tensor(unit_rows(xv)).double()
         yv = tensor(yv)

@@ -3,7 +3,9 @@
 logits = 100 · x Tᵀ + α · exp(-β (1 - x Kᵀ)) V, with T the class text features, K the few-shot image
 features (the cache keys) and V their one-hot labels. β (sharpness) and α (residual ratio) are searched on
 the few-shot validation split; Tip-Adapter-F also fine-tunes the keys, choosing the epoch on validation
-(the authors' code picks it on test).
+(the authors' code picks it on test). With --aug-views N, as the authors' build_cache_model: each key is the
+mean of an image's N augmented passes, normalised; Tip-Adapter-F trains epoch e on pass e mod N (their
+training loader augments afresh every epoch).
 """
 from __future__ import annotations
 
@@ -69,19 +71,26 @@ class TipAdapter(FewShotClassifier):
     uses_text = True
     fine_tune = False
     config_class = TipConfig  # both methods are deterministic: random_state is unused
+    aug_views = ("each cache key is the mean of an image's passes (build_cache_model); Tip-Adapter-F trains "
+                 "epoch e on pass e mod N")
 
-    def fit(self, x, y, *, text=None, val=None):
+    def fit(self, x, y, *, text=None, val=None, views=None):
         x, y, val = self._check_fit(x, y, text, val)
         search = self._config()
+        views = self._check_views(views, x.shape[1])
         xt, yt = tensor(unit_rows(x)), tensor(y)
         xv, yv = (tensor(unit_rows(val[0])), tensor(val[1])) if val else (xt, yt)
+        epochs_in = [xt]  # what fine-tuning epoch e trains on: epochs_in[e % len]
+        if views is not None:
+            xt, yt = tensor(unit_rows(views[0].mean(0))), tensor(views[1])
+            epochs_in = [tensor(unit_rows(v)) for v in views[0]]
         self.text_ = tensor(text.class_means().astype(np.float32))
         self.values_ = F.one_hot(yt, self.n_classes_).float()
         self.keys_ = xt.clone()
         self.chosen_ = {}
         self.beta_, self.alpha_, _ = search_beta_alpha(xv, yv, self.keys_, self.values_, self.text_, search)
         if self.fine_tune:
-            self.keys_, self.chosen_["epoch"] = self._fine_tune_keys(xt, yt, xv, yv, search)
+            self.keys_, self.chosen_["epoch"] = self._fine_tune_keys(xt, yt, xv, yv, search, epochs_in)
             self.beta_, self.alpha_, _ = search_beta_alpha(xv, yv, self.keys_, self.values_, self.text_, search)
         self.chosen_.update(beta=self.beta_, alpha=self.alpha_)
         return self
@@ -91,10 +100,11 @@ class TipAdapter(FewShotClassifier):
         other.text_ = tensor(text.class_means().astype(np.float32))
         return other
 
-    def _fine_tune_keys(self, xt, yt, xv, yv, cfg: TipConfig) -> tuple[torch.Tensor, int]:
+    def _fine_tune_keys(self, xt, yt, xv, yv, cfg: TipConfig, epochs_in: list) -> tuple[torch.Tensor, int]:
         """Keys trained with cross-entropy on the few-shot images (full batch, AdamW, cosine schedule) at the
-        training-free search's (β, α) (Zhang et al. start from fixed per-dataset values); the epoch with the
-        best validation accuracy is kept (epoch 0 = the training-free keys), then (β, α) is searched again."""
+        training-free search's (β, α) (Zhang et al. start from fixed per-dataset values); epoch e's inputs are
+        epochs_in[e % len] (the keys' images, or one augmented pass of them). The epoch with the best validation
+        accuracy is kept (epoch 0 = the training-free keys), then (β, α) is searched again."""
         keys = torch.nn.Parameter(xt.clone())
         opt = torch.optim.AdamW([keys], lr=cfg.lr, eps=1e-4)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs)
@@ -108,7 +118,8 @@ class TipAdapter(FewShotClassifier):
         best = (val_acc(), 0, keys.detach().clone())
         for epoch in range(1, cfg.epochs + 1):
             opt.zero_grad()
-            loss = F.cross_entropy(tip_logits(xt, keys, self.values_, self.text_, beta, alpha)[0, 0], yt)
+            inputs = epochs_in[(epoch - 1) % len(epochs_in)]
+            loss = F.cross_entropy(tip_logits(inputs, keys, self.values_, self.text_, beta, alpha)[0, 0], yt)
             loss.backward()
             opt.step()
             sched.step()
