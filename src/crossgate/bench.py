@@ -19,7 +19,7 @@ from . import __version__
 from .cache import DatasetFeatures
 from .errors import UserError
 from .methods import FewShotClassifier, list_methods
-from .pipeline import fit_one, pct
+from .pipeline import fit_base_to_new, fit_one, pct
 from .results import append_row, read_rows, repair, run_key
 from .storage import ensure_writable_dir, lock_file
 
@@ -28,7 +28,7 @@ DEFAULT_SEEDS = (1, 2, 3)
 CORRUPTED_ONLY = ("corrupt_per_class",)  # settings that move only the corrupted rows' numbers
 # what rows written before these fields existed meant
 SETUP_DEFAULTS = {"train_views": ["center"], "templates": None, "corrupt_seed": 0, "corrupt_per_class": None,
-                  "skipped_images": {}, "prompts": None, "aug_views": 0}
+                  "skipped_images": {}, "prompts": None, "aug_views": 0, "protocol": "few-shot"}
 
 
 @dataclass
@@ -46,6 +46,7 @@ class BenchConfig:
     shifts: tuple[str, ...] = ()  # shift sets (imagenet_v2, ...): fitted heads also scored on their test images
     device: str = "cpu"  # where the methods fit ("cuda": every estimator trains on the GPU)
     select_on: str = "few-shot-val"  # where fits choose: few-shot-val (ours), full-val or test (results.SELECT_ON)
+    protocol: str = "few-shot"  # or "base2new": fit on the base classes, score base and new (pipeline.fit_base_to_new)
 
     def resolved_methods(self) -> list[str]:
         names = list(self.methods) or list_methods()
@@ -109,11 +110,15 @@ def corruption_rows(clf: FewShotClassifier, features: DatasetFeatures, clean: di
 
 
 def run_draw(features: DatasetFeatures, methods: list[tuple[str, object]], shots: int, seed: int,
-             corruptions: tuple = (), device: str = "cpu", select_on: str = "few-shot-val") -> list[list[dict]]:
+             corruptions: tuple = (), device: str = "cpu", select_on: str = "few-shot-val",
+             protocol: str = "few-shot") -> list[list[dict]]:
     """Every (method, config) on one few-shot draw, in order: per method its clean row, then one row per
     corruption. The draw's fits are offered to the methods built on others (gate-joint's bases)."""
     fitted, out = {}, []
     for method, config in methods:
+        if protocol == "base2new":  # one row per fit: base, new and their harmonic mean
+            out.append([fit_base_to_new(features, method, shots, seed, config, device, select_on)[1]])
+            continue
         clf, row = fit_one(features, method, shots, seed, config, device, fitted, select_on)
         fitted[method] = clf
         out.append([row] + corruption_rows(clf, features, row, corruptions) + shift_rows(clf, features, row))
@@ -350,7 +355,7 @@ def _run_locked(config, features, backbone_identity, dataset_identity, methods, 
     # one job per few-shot draw: its methods fit in order in one process, so later ones can reuse earlier fits
     draws = list(dict.fromkeys((k, s) for _, k, s in todo))
     jobs = [([(m, config.configs.get(m)) for m, k2, s2 in todo if (k2, s2) == (k, s)], k, s, config.corruptions,
-             config.device, config.select_on) for k, s in draws]
+             config.device, config.select_on, config.protocol) for k, s in draws]
 
     def record_draw(job, results, notify=True):
         for (m, _), result in zip(job[0], results, strict=True):

@@ -412,6 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "or test (the test split, as some papers did: every number then saw test labels, and "
                             "every table and plot says so). Rows of different protocols share a folder; summary.md "
                             "compares them draw by draw (the selection gap)")
+        p.add_argument("--protocol", choices=("few-shot", "base2new"), default="few-shot",
+                       help="few-shot (default), or base2new (CoCoOp's): the first half of the classes, in label "
+                            "order, are base; methods fit on their images and are scored on base and on new test "
+                            "images, naming the new classes from text (zeroshot, gda; the others are not "
+                            "applicable and left out); tables give base, new and their harmonic mean")
         p.add_argument("--aug-views", type=non_negative_int, default=0, metavar="N",
                        help="also encode N augmented passes of each draw's training images (random resized crop, "
                             "scale 0.5-1, and flip: CoOp's and Tip-Adapter's training transform, the same per "
@@ -589,6 +594,7 @@ def cmd_bench(args, settings) -> int:
     from .bench import check_out_folder
     from .report import (
         average_markdown,
+        base_to_new_markdown,
         markdown_table,
         other_protocols,
         paired_markdown,
@@ -626,6 +632,9 @@ def cmd_bench(args, settings) -> int:
     average = average_markdown(rows)
     if average:
         print("\n" + average)
+    base_to_new = base_to_new_markdown(rows)
+    if base_to_new:
+        print("\n" + base_to_new)
     return 0
 
 
@@ -668,11 +677,16 @@ def _bench_one(args, settings) -> list[dict]:
                          configs=method_configs_from(args, args.methods or METHODS.names()),
                          setup={"train_views": ["center", "flip"] if args.flip else ["center"],
                                 "templates": args.templates, "corrupt_seed": args.corrupt_seed,
-                                "aug_views": args.aug_views,
+                                "aug_views": args.aug_views, "protocol": args.protocol,
                                 # which test images were corrupted: only meaningful with corruptions
                                 "corrupt_per_class": args.corrupt_per_class if args.corrupt else None},
                          corruptions=args.corrupt, shifts=args.shift, device=settings.torch_device(),
-                         select_on=args.select_on)
+                         select_on=args.select_on, protocol=args.protocol)
+    if args.protocol == "base2new":
+        config.methods = _base_to_new_methods(args.methods)
+        if args.corrupt or args.shift:
+            raise UserError("--protocol base2new scores base and new classes of the clean test split; leave out "
+                            "--corrupt and --shift here (--corrupt none)")
     if args.select_on != "few-shot-val" and (args.corrupt or args.shift):
         raise UserError(f"--select-on {args.select_on} measures what a selection protocol is worth on the clean "
                         "test split; leave out --corrupt and --shift here (--corrupt none) and run them under the "
@@ -694,6 +708,25 @@ def _bench_one(args, settings) -> list[dict]:
     with progress(total=len(todo), desc="fits", unit="run", enabled=settings.progress) as bar:
         return run_bench(config, feats, encoder.identity, dataset_identity=dataset.identity,
                          on_run=lambda row, key: bar.update(1) if row is not None else None)
+
+
+def _base_to_new_methods(asked: tuple) -> tuple:
+    """The asked methods (default: all) that can name unseen classes; the others are said and left out."""
+    from .methods import METHODS, new_class_methods
+
+    names = list(asked) or METHODS.names()
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        raise UserError(f"unknown method {unknown[0]!r}; available: {', '.join(METHODS.names())}")
+    able = [m for m in names if m in new_class_methods()]
+    left_out = [m for m in names if m not in able]
+    if not able:
+        raise UserError(f"--protocol base2new: none of {', '.join(names)} can name classes it was not trained on; "
+                        f"use {', '.join(new_class_methods())}")
+    if left_out:
+        print(f"--protocol base2new: not applicable (they cannot name classes they were not trained on), left out: "
+              f"{', '.join(left_out)}", flush=True)
+    return tuple(able)
 
 
 def _say_plan(args, settings, config, n_runs: int, todo: list) -> tuple:

@@ -51,6 +51,15 @@ class TextFeatures:
     def n_classes(self) -> int:
         return int(self.labels.max()) + 1
 
+    def of_classes(self, classes) -> TextFeatures:
+        """The prompts of `classes` (class indices), relabelled 0, 1, ... in that order."""
+        classes = np.asarray(classes)
+        keep = np.flatnonzero(np.isin(self.labels, classes))
+        relabel = {int(c): i for i, c in enumerate(classes)}
+        return TextFeatures(x=self.x[keep], native=self.native[keep],
+                            labels=np.array([relabel[int(c)] for c in self.labels[keep]], dtype=np.int64),
+                            texts=[self.texts[i] for i in keep])
+
     def class_means(self) -> np.ndarray:
         """(C, D): per class the mean of its unit-norm template features, renormalised (CLIP's recipe)."""
         x = unit_rows(self.x)

@@ -3,6 +3,7 @@ method on it, and encode image files for prediction. No printing."""
 from __future__ import annotations
 
 import inspect
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 
 from .cache import DatasetFeatures, FeatureCache
 from .errors import UserError
-from .methods import FewShotClassifier, create_method
+from .methods import FewShotClassifier, create_method, new_class_methods
 from .model import jsonable
 
 
@@ -139,6 +140,56 @@ def fit_one(features: DatasetFeatures, method: str, shots: int | str, seed: int,
         "n_classes": len(features.classnames),
         "split_source": split.source, "train_views": features.train_views(), "select_on": select_on,
         "aug_views_used": len(views) if "views" in extra_args else 0,
+    }
+
+
+def base_class_count(n_classes: int) -> int:
+    """CoCoOp's base-to-new split: classes in label order, the first ceil(C/2) are base, the rest new."""
+    return math.ceil(n_classes / 2)
+
+
+def harmonic_mean(a: float, b: float) -> float:
+    return 0.0 if a + b == 0 else 2 * a * b / (a + b)
+
+
+def fit_base_to_new(features: DatasetFeatures, method: str, shots: int, seed: int, config=None, device: str = "cpu",
+                    select_on: str = "few-shot-val") -> tuple[FewShotClassifier, dict]:
+    """Base-to-new (CoCoOp's protocol): fit on the base classes' few-shot images (and their texts), score base
+    test images among the base classes and new test images among the new classes, which the method names
+    from their texts alone (FewShotClassifier.for_new_classes); the row's acc_test is the harmonic mean."""
+    n_classes = len(features.classnames)
+    n_base = base_class_count(n_classes)
+    clf = make_method(method, seed, config, device)
+    if n_classes < 2 or not clf.names_new_classes:
+        raise UserError(f"base-to-new needs two classes or more and a method that names unseen classes from text "
+                        f"({', '.join(new_class_methods())}); got {n_classes} class(es) and {method}")
+    split = features.few_shot(shots, seed)
+    base_train = features.train.labels[split.train] < n_base
+    xtr, ytr = features.few_shot_train(split.train[base_train])
+    xval, yval = selection_images(features, split, select_on)
+    xval, yval = xval[yval < n_base], yval[yval < n_base]
+    extra = {}
+    views = features.augmented.get((shots, seed))
+    if views is not None and clf.aug_views:
+        extra["views"] = (views[:, base_train], features.train.labels[split.train][base_train])
+    text = features.text.of_classes(np.arange(n_base))
+    start = time.perf_counter()
+    clf.fit(xtr, ytr, text=text, val=(xval, yval), **extra)
+    new = clf.for_new_classes(features.text.of_classes(np.arange(n_base, n_classes)), xtr, ytr, **extra)
+    fit_seconds = time.perf_counter() - start
+    test = features.test
+    is_base = test.labels < n_base
+    acc_base = pct(clf.score(test.x[is_base], test.labels[is_base]))
+    acc_new = pct(new.score(test.x[~is_base], test.labels[~is_base] - n_base))
+    return clf, {
+        "method": method, "shots": shots, "seed": seed, "protocol": "base2new",
+        "acc_base": acc_base, "acc_new": acc_new, "acc_test": round(harmonic_mean(acc_base, acc_new), 4),
+        "acc_val": pct(clf.score(xval, yval)), "fit_seconds": round(fit_seconds, 4),
+        "hparams": jsonable(clf.chosen_), "params": jsonable(clf.get_params()),
+        "n_train": len(ytr), "n_val": len(yval), "n_test_base": int(is_base.sum()),
+        "n_test_new": int((~is_base).sum()), "n_test": len(test.labels), "n_classes": n_classes,
+        "n_base_classes": n_base, "split_source": split.source, "train_views": features.train_views(),
+        "select_on": select_on, "aug_views_used": len(views) if "views" in extra else 0,
     }
 
 

@@ -12,7 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .results import DEFAULT_SELECT, SELECT_LABELS, SELECT_ON, clean_row, main_row, read_rows, selected_on
+from .results import (
+    DEFAULT_SELECT,
+    SELECT_LABELS,
+    SELECT_ON,
+    base_to_new_row,
+    clean_row,
+    main_row,
+    read_rows,
+    selected_on,
+)
 from .storage import OutputFolder
 
 
@@ -192,6 +201,44 @@ def selection_gap_markdown(rows: list[dict]) -> str:
     return "\n".join(parts)
 
 
+def summarize_base_to_new(rows: list[dict]) -> dict[tuple, dict[str, dict[int, dict[str, tuple]]]]:
+    """{(dataset, backbone): {method: {shots: {"base"|"new"|"hm": (mean, std, n_seeds)}}}} of the base-to-new
+    rows; hm is each draw's harmonic mean of base and new, then averaged (as CoCoOp's tables are not: they
+    take the harmonic mean of the averages, given beside it)."""
+    values: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
+    for r in rows:
+        if base_to_new_row(r):
+            cell = values[(r["dataset"], r["backbone"])][r["method"]][int(r["shots"])]
+            cell["base"].append(r["acc_base"])
+            cell["new"].append(r["acc_new"])
+            cell["hm"].append(r["acc_test"])
+    return {group: {m: {k: {part: (*mean_std(v), len(v)) for part, v in cell.items()}
+                        for k, cell in sorted(by_shots.items())} for m, by_shots in methods.items()}
+            for group, methods in values.items()}
+
+
+def base_to_new_markdown(rows: list[dict]) -> str:
+    from .methods import list_methods, new_class_methods
+
+    parts = []
+    for (dataset, backbone), by_method in summarize_base_to_new(rows).items():
+        n_base = next(r["n_base_classes"] for r in rows if base_to_new_row(r) and r["dataset"] == dataset)
+        n_classes = next(r["n_classes"] for r in rows if base_to_new_row(r) and r["dataset"] == dataset)
+        parts += [f"{dataset} · {backbone} · base-to-new: classes 1-{n_base} base, {n_base + 1}-{n_classes} new; "
+                  "test accuracy (%) among each side's own classes, mean ± std over seeds", "",
+                  "| method | shots | base | new | HM (per draw) | HM of the means |", "|---|---:|---:|---:|---:|---:|"]
+        for method, per in by_method.items():
+            for shots, cell in per.items():
+                hm_of_means = 0.0 if cell["base"][0] + cell["new"][0] == 0 else (
+                    2 * cell["base"][0] * cell["new"][0] / (cell["base"][0] + cell["new"][0]))
+                parts.append(f"| {method} | {shots} | " + " | ".join(f"{cell[p][0]:.1f} ± {cell[p][1]:.1f}"
+                                                                      for p in ("base", "new", "hm"))
+                             + f" | {hm_of_means:.1f} |")
+        parts += ["", "Not applicable (they cannot name classes they were not trained on): "
+                  + ", ".join(m for m in list_methods() if m not in new_class_methods()) + ".", ""]
+    return "\n".join(parts).rstrip("\n")
+
+
 def summarize_shifts(rows: list[dict]) -> dict[tuple, dict[str, dict[str, tuple]]]:
     """{(dataset, backbone, shots): {method: {evaluation set: (mean, std, n_seeds)}}}: the dataset's own test
     split first, then each shift set, then "shift mean" (the mean over the shift sets of their seed means)."""
@@ -290,6 +337,9 @@ def summary_markdown(rows: list[dict]) -> str:
     choices = base_choices_markdown(rows)
     if choices:
         parts += ["## gate-joint's base", "", choices]
+    base_to_new = base_to_new_markdown(rows)
+    if base_to_new:
+        parts += ["## Base-to-new", "", base_to_new, ""]
     shifts = shift_markdown(rows)
     if shifts:
         parts += ["## Shift sets", "", "Models fitted on the dataset, scored on its shift sets without refitting; "
@@ -332,6 +382,12 @@ def summary_csv(rows: list[dict]) -> str:
             if AVERAGE in per:
                 writer.writerow([AVERAGE, backbone, method, shots, "", f"{per[AVERAGE]:.4f}", "",
                                  "+".join(table["datasets"]), "clean"])
+    for (dataset, backbone), by_method in summarize_base_to_new(rows).items():
+        for method, per in by_method.items():
+            for shots, cell in per.items():
+                for part, (mean, std, n) in cell.items():
+                    writer.writerow([dataset, backbone, method, shots, n, f"{mean:.4f}", f"{std:.4f}", "",
+                                     f"base2new:{part}"])
     for (dataset, backbone, shots), by_method in summarize_shifts(rows).items():  # the shift table
         for method, per in by_method.items():
             for name, (mean, std, n) in per.items():

@@ -31,8 +31,13 @@ def run_key(row: dict) -> tuple:
 
 
 def clean_row(row: dict) -> bool:
-    """A row of the dataset's own clean test split (not a corrupted copy, not a shift set), any protocol."""
-    return row.get("corruption") is None and row.get("eval_set") is None
+    """A few-shot row of the dataset's own clean test split (not a corrupted copy, not a shift set, not
+    base-to-new, whose rows have a table of their own), any selection protocol."""
+    return row.get("corruption") is None and row.get("eval_set") is None and not base_to_new_row(row)
+
+
+def base_to_new_row(row: dict) -> bool:
+    return row.get("protocol") == "base2new"
 
 
 def main_row(row: dict) -> bool:
@@ -88,6 +93,7 @@ _ROW_FIELDS = {
     "eval_set": lambda v: v is None or isinstance(v, str),
     "select_on": lambda v: v in SELECT_ON,
     "aug_views": lambda v: _count(v), "aug_views_used": lambda v: _count(v),
+    "protocol": lambda v: v in ("few-shot", "base2new"), "acc_base": _number, "acc_new": _number,
 }
 _REQUIRED = ("dataset", "backbone", "method", "shots", "seed", "acc_test")
 

@@ -20,4 +20,9 @@ def list_methods() -> list[str]:
     return METHODS.names()
 
 
-__all__ = ["METHODS", "FewShotClassifier", "create_method", "list_methods"]
+def new_class_methods() -> list[str]:
+    """The methods that can classify classes they were not trained on, from their texts (base-to-new)."""
+    return [m for m in METHODS.names() if METHODS.factory(m).names_new_classes]
+
+
+__all__ = ["METHODS", "FewShotClassifier", "create_method", "list_methods", "new_class_methods"]

@@ -200,6 +200,12 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
     # how fit(views=...) uses augmented views of the training images, as the method's official code does
     # (said by `crossgate methods`); None: fit takes no views
     aug_views: str | None = None
+    names_new_classes = False  # for_new_classes exists: the method can classify classes it was not trained on
+
+    def for_new_classes(self, text: TextFeatures, x, y, views=None) -> FewShotClassifier:
+        """This fitted model turned to classes it never saw, named by `text` (base-to-new); x, y and views:
+        what fit was given (a method may synthesise the new classes from them)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot name classes it was not trained on")
 
     def __init__(self, config=None, random_state: int | None = None, device: str = "cpu"):
         self.config = config  # the method's config dataclass; None means its defaults

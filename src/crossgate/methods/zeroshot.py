@@ -1,6 +1,7 @@
 """Zero-shot: classify by cosine similarity to each class's mean template text feature."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,14 @@ class ZeroShot(FewShotClassifier):
         self.chosen_ = {}
         return self
 
+    names_new_classes = True
+
+    def for_new_classes(self, text, x, y, views=None):
+        """Zero-shot names any class by its text: the new classes' mean texts are the weights."""
+        new = copy.copy(self)
+        new.class_weights_ = text.class_means().astype(np.float32)
+        new.classes_, new.n_classes_ = np.arange(len(new.class_weights_)), len(new.class_weights_)
+        return new
 
     def _logits(self, x):
         return self.logit_scale_ * unit_rows(x) @ self.class_weights_.T
