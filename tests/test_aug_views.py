@@ -25,7 +25,7 @@ def test_crop_is_a_random_resized_crop_and_the_same_for_the_same_key():
     assert all(not np.array_equal(np.asarray(a), np.asarray(o)) for o in others)
     for key in range(200):  # scale within (0.5, 1) of the area and aspect within (3/4, 4/3), inside the image
         left, top, w, h = augment.crop_box(np.random.default_rng([0, key, 0]), 60, 40)
-        assert 0 <= left and 0 <= top and left + w <= 60 and top + h <= 40
+        assert left >= 0 and top >= 0 and left + w <= 60 and top + h <= 40
         assert 0.5 - 0.03 <= w * h / 2400 <= 1.0 + 1e-9 and 3 / 4 - 0.05 <= w / h <= 4 / 3 + 0.05
 
 

@@ -1,7 +1,14 @@
 """What a newcomer sees (issue 15): the bench's plan first and its main table last, one line per progress
-bar in a log, "a"/"an" in our own prompts, the bad-image advice said once."""
+bar in a log, "a"/"an" in our own prompts, the bad-image advice said once; round two (issue 23)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
 from crossgate.cli import main
-from tests.conftest import make_folder
+from tests.conftest import make_folder, run_error
 
 
 def run(capsys, *argv):
@@ -61,3 +68,44 @@ def test_locks_live_in_one_folder(tmp_path):
     cache.features(create_encoder("tiny-clip"), load_dataset(f"imagefolder:{make_folder(tmp_path / 'imgs')}"))
     assert not list((tmp_path / "cache" / "features").rglob("*.lock"))
     assert len(list((tmp_path / "cache" / "locks").glob("*.lock"))) == 3  # train, val, test
+
+
+# --- round two (issue 23) ---
+
+def test_demo_methods_list_works_and_a_typo_is_an_unknown_method(capsys, tmp_path):
+    base = ["demo", "--backbone", "tiny-clip", "--shots", "1", "--seeds", "1", "--corrupt", "none",
+            "--out", str(tmp_path / "d"), "--cache-dir", str(tmp_path / "c"), "--jobs", "1"]
+    code, out, err = run(capsys, *base, "--methods", "logreg")
+    assert code == 0, err
+    assert "unknown method 'gate-jiont'" in run_error(capsys, *base, "--methods", "gate-jiont")
+    assert "unknown method 'gate-jiont'" in run_error(capsys, *base, "--methods", "gate-jiont",
+                                                      "--probe-iterations", "5")
+    # the demo's shorter probe search still applies to the probes, and a user's flag for them still counts
+    run(capsys, *base, "--methods", "linear", "--probe-iterations", "20", "--out", str(tmp_path / "e"))
+    row = json.loads((tmp_path / "e" / "results.jsonl").read_text().splitlines()[0])
+    assert row["params"]["config"]["iterations"] == 20 and row["params"]["config"]["eval_every"] == 5
+
+
+def _python(code: str, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **env})
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["report", "--help"], ["split", "show", "--help"],
+                                  ["predict", "--help"]])
+def test_help_and_light_commands_import_no_torch(argv):
+    done = _python("import sys\nfrom crossgate.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+                   "heavy = [m for m in ('torch', 'torchvision', 'timm', 'open_clip') if m in sys.modules]\n"
+                   "assert not heavy, heavy" % (argv,))
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_broken_torchvision_is_one_line_naming_the_fix(tmp_path):
+    fake = tmp_path / "torchvision"
+    fake.mkdir()
+    (fake / "__init__.py").write_text('raise RuntimeError("operator torchvision::nms does not exist")\n')
+    done = _python("import sys\nfrom crossgate.cli import main\nsys.exit(main(['extract', '--cache-dir', %r]))"
+                   % str(tmp_path / "c"), PYTHONPATH=str(tmp_path))
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "torchvision cannot be imported" in done.stderr and "matching pair" in done.stderr
+    assert "download.pytorch.org/whl/cpu" in done.stderr

@@ -21,10 +21,9 @@ from .errors import UserError
 from .methods import FewShotClassifier, list_methods
 from .pipeline import fit_base_to_new, fit_one, pct
 from .results import append_row, read_rows, repair, run_key
+from .settings import DEFAULT_SEEDS, DEFAULT_SHOTS
 from .storage import ensure_writable_dir, lock_file
 
-DEFAULT_SHOTS = (1, 2, 4, 8, 16)
-DEFAULT_SEEDS = (1, 2, 3)
 CORRUPTED_ONLY = ("corrupt_per_class",)  # settings that move only the corrupted rows' numbers
 # what rows written before these fields existed meant
 SETUP_DEFAULTS = {"train_views": ["center"], "templates": None, "corrupt_seed": 0, "corrupt_per_class": None,

@@ -179,11 +179,17 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
                                help=f"{f.metadata.get('help', '')} (default: {default_text(f)})")
 
 
-def method_configs_from(args, methods=None) -> dict:
+def method_configs_from(args, methods=None, command_defaults: dict | None = None) -> dict:
     """method name -> its config: the defaults, with the flags given on the command line. A flag given for
-    a method that is not run (`--gate-d-proj` with `--method gate-joint`) is refused, not ignored."""
+    a method that is not run (`--gate-d-proj` with `--method gate-joint`) is refused, not ignored; an
+    unknown method name is refused first. `command_defaults`: {flag prefix: {field: value}}, a command's own
+    defaults (the demo's shorter probe search), which are not flags the user gave."""
     from .config import config_fields
+    from .methods import METHODS
 
+    unknown = [m for m in methods or () if m not in METHODS]
+    if unknown:
+        raise UserError(f"unknown method {unknown[0]!r}; available: {', '.join(METHODS.names())}")
     configs, groups = {}, method_flag_groups()
     for prefix, (cls, owners) in groups.items():
         given = {f.name: getattr(args, f"config:{prefix}:{f.name}", None) for f in config_fields(cls)}
@@ -194,7 +200,8 @@ def method_configs_from(args, methods=None) -> dict:
             hint = "; ".join(f"--{others[m]}-* for {m}" for m in methods if m in others)
             raise UserError(f"{flag} configures {', '.join(owners)}, which this run does not fit"
                             + (f" (its flags: {hint})" if hint else "") + "; drop it or run that method")
-        config = cls(**given)  # one object for the methods sharing a config (linear, crossmodal)
+        # one object for the methods sharing a config (linear, crossmodal); the user's flags over the command's
+        config = cls(**{**(command_defaults or {}).get(prefix, {}), **given})
         configs.update({m: config for m in owners})
     return configs
 
@@ -347,10 +354,13 @@ _DESCRIPTION = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .bench import DEFAULT_SEEDS, DEFAULT_SHOTS
-    from .corruptions import ALL as CORRUPTIONS
-    from .methods import METHODS
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with `only`, a command name or "" (none), the arguments of that command alone: the
+    others are listed but not built, so that `crossgate --help` and light commands import no torch."""
+    from .settings import DEFAULT_SEEDS, DEFAULT_SHOTS
+
+    def wanted(name: str) -> bool:
+        return only is None or name == only
 
     parser = _Parser(prog="crossgate", description="Few-shot image classification on frozen vision-language "
                      "encoders, with dynamic gating fusion.",
@@ -382,16 +392,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_template_flag(p, flip_help="also extract the horizontally mirrored training images (Lin et al.'s flip "
                                    "view), cached as their own entry")
 
-    method_names = ", ".join(METHODS.names())
+    def method_names() -> str:
+        from .methods import METHODS  # imports torch: only for the commands that take methods
+
+        return ", ".join(METHODS.names())
 
     def add_bench_args(p, out_default, corrupt_default="", corrupt_per_class=None):
+        from .corruptions import ALL as CORRUPTIONS
+
         dataset_flags(p)
         p.add_argument("--shots", type=int_list, default=DEFAULT_SHOTS, metavar="LIST",
                        help="training images per class, e.g. 1,4,16 (default: 1,2,4,8,16)")
         p.add_argument("--seeds", type=seed_list, default=DEFAULT_SEEDS, metavar="LIST",
                        help="few-shot draws, e.g. 1,2,3 (default: 1,2,3)")
         p.add_argument("--methods", type=name_list, default=(), metavar="LIST",
-                       help=f"'all' (default) or a comma-separated list of: {method_names}")
+                       help=f"'all' (default) or a comma-separated list of: {method_names()}")
         p.add_argument("--out", type=Path, default=Path(out_default), metavar="DIR",
                        help=f"output directory (default: {out_default}); finished runs in it are skipped")
         p.add_argument("--jobs", type=positive_int, default=min(os.cpu_count() or 1, 4), metavar="N",
@@ -432,17 +447,32 @@ def build_parser() -> argparse.ArgumentParser:
         add_template_flag(p)
         add_method_flags(p)
 
-    add_bench_args(command("bench"), "crossgate-runs/bench")
+    bench = command("bench")
+    if wanted("bench"):
+        add_bench_args(bench, "crossgate-runs/bench")
     demo = command("demo")
-    add_bench_args(demo, "crossgate-demo", corrupt_default="all:3", corrupt_per_class=DEMO_CORRUPT_PER_CLASS)
+    if wanted("demo"):
+        add_bench_args(demo, "crossgate-demo", corrupt_default="all:3", corrupt_per_class=DEMO_CORRUPT_PER_CLASS)
     for action in demo._actions:  # the demo's own defaults for the probe search, said in its --help
         field = action.dest.removeprefix("config:probe:")
         if action.dest.startswith("config:probe:") and field in DEMO_PROBE:
-            action.default = DEMO_PROBE[field]
             action.help = re.sub(r"\(default: [^)]*\)$", f"(default in the demo: {DEMO_PROBE[field]}; "
                                  "bench: Lin et al.'s)", action.help)
 
     p = command("train")
+    if wanted("train"):
+        add_train_args(p, dataset_flags, method_names())
+    _add_predict_args(command("predict"))
+    p = command("explain")
+    if wanted("explain"):
+        add_explain_args(p, dataset_flags)
+    _add_split_args(command("split"))
+    p = command("report")
+    p.add_argument("dir", type=Path, metavar="DIR", help="a results folder written by bench or demo")
+    return parser
+
+
+def add_train_args(p, dataset_flags, method_names: str) -> None:
     dataset_flags(p)
     p.add_argument("--method", default="gate-joint", help=f"one of: {method_names} (default: gate-joint)")
     p.add_argument("--shots", type=shots_value, default="all", metavar="K",
@@ -453,7 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_template_flag(p)
     add_method_flags(p)
 
-    p = command("predict")
+
+def _add_predict_args(p) -> None:
     p.add_argument("model", type=Path, metavar="MODEL", help="a folder written by `crossgate train`")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER",
                    help="image files, or folders searched for images (each file is classified once)")
@@ -464,7 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gate methods: selected texts to show per image (default: 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per image instead of text")
 
-    p = command("explain")
+
+def add_explain_args(p, dataset_flags) -> None:
     dataset_flags(p)
     p.add_argument("--method", default="gate-joint", help="gate or gate-joint (default: gate-joint)")
     p.add_argument("--shots", type=positive_int, default=4, metavar="K",
@@ -478,7 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_template_flag(p)
     add_method_flags(p)
 
-    p = command("split")
+
+def _add_split_args(p) -> None:
     split_sub = p.add_subparsers(dest="split_command", metavar="ACTION", parser_class=_Parser,
                                  help="show: print a split's images")
     split_sub.required = True
@@ -491,10 +524,6 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--shots", type=positive_int, default=None, metavar="K",
                    help="training images per class of the draw")
     q.add_argument("--seed", type=seed_value, default=None, metavar="S", help="the draw's seed")
-
-    p = command("report")
-    p.add_argument("dir", type=Path, metavar="DIR", help="a results folder written by bench or demo")
-    return parser
 
 
 def index_list(text: str) -> tuple[int, ...]:
@@ -674,7 +703,8 @@ def _bench_one(args, settings) -> list[dict]:
 
     config = BenchConfig(dataset=args.dataset, backbone=args.backbone, shots=args.shots, seeds=args.seeds,
                          methods=args.methods, out=args.out, jobs=args.jobs,
-                         configs=method_configs_from(args, args.methods or METHODS.names()),
+                         configs=method_configs_from(args, args.methods or METHODS.names(),
+                                                     {"probe": DEMO_PROBE} if args.command == "demo" else None),
                          setup={"train_views": ["center", "flip"] if args.flip else ["center"],
                                 "templates": args.templates, "corrupt_seed": args.corrupt_seed,
                                 "aug_views": args.aug_views, "protocol": args.protocol,
@@ -1007,10 +1037,54 @@ def _raise_terminated(signum, frame):
     raise Terminated()
 
 
+def _command_of(argv: list[str]) -> str:
+    """The command argv names (its first word that is one), or "" for none (`crossgate --help`)."""
+    return next((word for word in argv if word in _HELP), "")
+
+
+TORCH_PACKAGES = ("torch", "torchvision", "timm", "open_clip")
+
+
+def broken_install(err: BaseException) -> str | None:
+    """The one-line diagnosis when `err` was raised while importing torch or a package built on it (a
+    half-done install: torchvision built for another torch, a missing library), else None."""
+    import importlib.metadata
+    import traceback
+
+    # module-level code of one of those packages, running: an import failed, not a computation
+    package = next((p for f in reversed(traceback.extract_tb(err.__traceback__)) if f.name == "<module>"
+                    for p in TORCH_PACKAGES if p in Path(f.filename).parts), None)
+    if package is None:
+        return None
+
+    def version(name):
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "missing"
+
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return (f"{package} cannot be imported ({type(err).__name__}: {first}); installed: torch {version('torch')}, "
+            f"torchvision {version('torchvision')}, which must be a matching pair: reinstall both from one index, "
+            "e.g. pip install --force-reinstall torch torchvision --index-url https://download.pytorch.org/whl/cpu "
+            "(README, Quick start)")
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except (ImportError, RuntimeError, OSError, AttributeError) as err:
+        diagnosis = broken_install(err)
+        if diagnosis is None or "--debug" in (sys.argv[1:] if argv is None else argv):
+            raise
+        print(f"crossgate: error: {diagnosis}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None = None) -> int:
     import signal
 
-    args = build_parser().parse_args(argv)
+    args = build_parser(_command_of(sys.argv[1:] if argv is None else argv)).parse_args(argv)
     if threading_main():
         signal.signal(signal.SIGTERM, _raise_terminated)
     if vars(args).get("offline") or os.environ.get("CROSSGATE_OFFLINE", "") not in ("", "0"):

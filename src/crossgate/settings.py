@@ -5,6 +5,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+DEFAULT_SHOTS = (1, 2, 4, 8, 16)  # bench's grid: training images per class
+DEFAULT_SEEDS = (1, 2, 3)  # and few-shot draws
+
 
 def env_positive_int(name: str, default: int) -> int:
     text = os.environ.get(name, "").strip()
