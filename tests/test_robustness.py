@@ -115,5 +115,21 @@ def test_bench_writes_a_row_per_corruption_and_a_robustness_table(tmp_path):
     assert all(r["acc_test"] == r["acc_clean"] for r in logreg_typos)  # reads no text at prediction time
     summary = (tmp_path / "run" / "summary.md").read_text()
     assert "## Robustness" in summary
-    assert "| method | clean | gaussian_noise:1 | gaussian_noise:2 | typos:2 |" in summary
+    assert "| method | clean (same images) | gaussian_noise:1 | gaussian_noise:2 | typos:2 |" in summary
     assert "top-1 selected text changed" in summary
+
+
+def test_robustness_clean_column_is_the_corrupted_images_own():
+    """The clean column compares the same images as the corrupted ones (issue 23): a method that reads no
+    text shows the same number under text corruptions, not the whole test set's."""
+    from crossgate.report import robustness_markdown, summary_csv
+
+    rows = []
+    for seed, (whole, subset) in enumerate([(42.9, 42.3), (43.1, 42.5)], 1):
+        base = {"dataset": "d", "backbone": "b", "method": "linear", "shots": 1, "seed": seed}
+        rows.append({**base, "acc_test": whole})
+        rows.append({**base, "corruption": "typos", "severity": 3, "acc_test": subset, "acc_clean": subset})
+        rows.append({**base, "corruption": "blur", "severity": 3, "acc_test": subset - 10, "acc_clean": subset})
+    table = robustness_markdown(rows)
+    assert "| clean (same images) | typos:3 | blur:3 |" in table and "| linear | 42.4 | 42.4 | 32.4 |" in table
+    assert "d,b,linear,1,2,42.4000,0.1414,,clean:corrupted-images" in summary_csv(rows)

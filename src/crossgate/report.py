@@ -278,13 +278,21 @@ def condition(row: dict) -> str:
 
 def summarize_robustness(rows: list[dict], metric: str = "acc_test") -> dict[tuple, dict[str, dict[str, tuple]]]:
     """{(dataset, backbone, shots): {method: {condition: (mean, std, n_seeds)}}} for groups with corrupted
-    rows; conditions "clean", then "<corruption>:<severity>" in first-seen order."""
-    corrupted = {(r["dataset"], r["backbone"], int(r["shots"])) for r in rows if r.get("corruption") is not None}
+    rows; conditions "clean", then "<corruption>:<severity>" in first-seen order. "clean" is the accuracy on
+    the very test images that were corrupted (the rows' acc_clean: with --corrupt-per-class a subset), so
+    every column of a row compares the same images."""
     values: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    clean: dict = {}  # (group, method, seed) -> accuracy on the corrupted images before corruption
     for r in rows:
+        if r.get("corruption") is None or r.get("eval_set") is not None:
+            continue
         group = (r["dataset"], r["backbone"], int(r["shots"]))
-        if group in corrupted and metric in r and r.get("eval_set") is None:
+        if metric in r:
             values[group][r["method"]][condition(r)].append(r[metric])
+        if metric == "acc_test" and "acc_clean" in r:
+            clean[(group, r["method"], r["seed"], selected_on(r))] = r["acc_clean"]
+    for (group, method, _, _), acc in clean.items():
+        values[group][method]["clean"].append(acc)
     return {g: {m: {c: mean_std(v) + (len(v),) for c, v in sorted(per.items(), key=lambda kv: kv[0] != "clean")}
                 for m, per in methods.items()} for g, methods in sorted(values.items())}
 
@@ -302,7 +310,8 @@ def robustness_markdown(rows: list[dict]) -> str:
             if not conditions:
                 continue
             parts += [f"### Robustness · {dataset} · {backbone} · {shots}-shot · {title}, mean over seeds", "",
-                      "| method | " + " | ".join(conditions) + " |", "|---|" + "---:|" * len(conditions)]
+                      "| method | " + " | ".join("clean (same images)" if c == "clean" else c for c in conditions)
+                      + " |", "|---|" + "---:|" * len(conditions)]
             for method, per in by_method.items():
                 parts.append(f"| {method} | " + " | ".join(f"{per[c][0]:.1f}" if c in per else ""
                                                            for c in conditions) + " |")
@@ -396,9 +405,9 @@ def summary_csv(rows: list[dict]) -> str:
                                      f"eval:{name}"])
     for (dataset, backbone, shots), by_method in summarize_robustness(rows).items():  # the robustness tables
         for method, per in by_method.items():
-            for cond, (mean, std, n) in per.items():
-                if cond != "clean":  # "clean" here is the corrupted subset's clean accuracy, in the rows above
-                    writer.writerow([dataset, backbone, method, shots, n, f"{mean:.4f}", f"{std:.4f}", "", cond])
+            for cond, (mean, std, n) in per.items():  # "clean": on the images that were corrupted
+                writer.writerow([dataset, backbone, method, shots, n, f"{mean:.4f}", f"{std:.4f}", "",
+                                 "clean:corrupted-images" if cond == "clean" else cond])
     return buf.getvalue()
 
 
