@@ -109,3 +109,23 @@ def test_a_broken_torchvision_is_one_line_naming_the_fix(tmp_path):
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "torchvision cannot be imported" in done.stderr and "matching pair" in done.stderr
     assert "download.pytorch.org/whl/cpu" in done.stderr
+
+
+def test_a_changed_setting_is_refused_before_any_work_and_mixed_seeds_are_said(capsys, tmp_path, monkeypatch):
+    from crossgate import cache
+
+    base = ["bench", "--backbone", "tiny-clip", "--methods", "zeroshot,logreg", "--shots", "1", "--corrupt", "none",
+            "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c"), "--jobs", "1"]
+    assert run(capsys, *base, "--seeds", "1,2")[0] == 0
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("encoded before refusing")
+
+    monkeypatch.setattr(cache.FeatureCache, "ensure_image_features", no_encoding)
+    err = run_error(capsys, *base, "--seeds", "1,2", "--flip")
+    assert "train_views = ['center'], not ['center', 'flip']" in err
+    monkeypatch.undo()
+    code, out, _ = run(capsys, *base[:4], "logreg", *base[5:], "--seeds", "4")
+    assert code == 0 and "zeroshot: seeds 1,2; logreg: seeds 1,2,4" in out.splitlines()[0]
+    summary = (tmp_path / "r" / "summary.md").read_text()
+    assert "(2 seeds) |" in summary  # zeroshot's cell, beside logreg's three

@@ -307,7 +307,7 @@ def _check_comparable(path: Path, existing: list[dict], config: BenchConfig, met
                    and not (k in CORRUPTED_ONLY and (row.get("corruption") is None or not config.corruptions))]
         if differs:
             what = (differs[0], row.get(differs[0], SETUP_DEFAULTS.get(differs[0])), config.setup[differs[0]])
-        elif row.get("backbone_identity", backbone_identity) != backbone_identity:
+        elif backbone_identity and row.get("backbone_identity", backbone_identity) != backbone_identity:
             what = ("backbone identity (weights, device, precision or decode)", row["backbone_identity"],
                     backbone_identity)
         elif dataset_identity and row.get("dataset_identity", dataset_identity) != dataset_identity:
@@ -320,6 +320,27 @@ def _check_comparable(path: Path, existing: list[dict], config: BenchConfig, met
         if what:
             raise UserError(f"{path} holds {config.dataset} runs with {what[0]} = {what[1]!r}, not {what[2]!r}; "
                             "they would not be comparable: choose another --out")
+
+
+def check_before_work(config: BenchConfig) -> str:
+    """Refuse, before anything is encoded or fitted, a run whose settings differ from the rows already in
+    its folder (what needs the features, the backbone and dataset identities, is checked again later).
+    Returns a note for the plan's first line when the folder's tables will compare other seed sets."""
+    existing = [r for r in read_rows(Path(config.out).expanduser() / "results.jsonl")
+                if r.get("dataset") == config.dataset and r.get("backbone") == config.backbone]
+    methods = config.resolved_methods()
+    _check_comparable(Path(config.out).expanduser() / "results.jsonl", existing, config, methods, "", None)
+    seeds_of: dict = {}
+    for r in existing:
+        seeds_of.setdefault(r["method"], set()).add(r["seed"])
+    for m in methods:
+        seeds_of.setdefault(m, set()).update(config.seeds)
+    distinct = {tuple(sorted(v)) for v in seeds_of.values()}
+    if len(distinct) < 2:
+        return ""
+    return ("; the folder's tables will compare methods over different seeds (" + "; ".join(
+        f"{', '.join(m for m, v in seeds_of.items() if tuple(sorted(v)) == d)}: seeds {','.join(map(str, d))}"
+        for d in sorted(distinct)) + "); a cell of fewer seeds says how many")
 
 
 def _run_locked(config, features, backbone_identity, dataset_identity, methods, out, on_run) -> list[dict]:

@@ -697,7 +697,7 @@ def _suite_preflight(args, settings) -> list[str]:
 
 def _bench_one(args, settings) -> list[dict]:
     """One dataset's runs into args.out (resumed); the rows of this dataset and backbone."""
-    from .bench import BenchConfig, check_out_folder, pending_runs, run_bench
+    from .bench import BenchConfig, check_before_work, check_out_folder, pending_runs, run_bench
     from .methods import METHODS
     from .progress import progress
 
@@ -723,8 +723,9 @@ def _bench_one(args, settings) -> list[dict]:
                         "default protocol")
     n_runs = len(config.resolved_methods()) * len(config.shots) * len(config.seeds)  # validates names early
     check_out_folder(config.out)  # what the run will write, checked before any work
+    mixing = check_before_work(config)  # and whether the rows there are comparable
     todo = pending_runs(config)
-    built = _say_plan(args, settings, config, n_runs, todo)
+    built = _say_plan(args, settings, config, n_runs, todo, mixing)
     encoder, dataset, feats = _load(args, settings, built)
     # images left out as unreadable (--on-bad-image skip) change every number: part of what must match to resume
     skipped = {s: len(dataset.split(s)) - len(feats.split(s).labels) for s in ("train", "val", "test")}
@@ -759,7 +760,7 @@ def _base_to_new_methods(asked: tuple) -> tuple:
     return tuple(able)
 
 
-def _say_plan(args, settings, config, n_runs: int, todo: list) -> tuple:
+def _say_plan(args, settings, config, n_runs: int, todo: list, mixing: str = "") -> tuple:
     """Before any work: what will be encoded and fitted, about how long it takes, and where results go.
     Returns the (dataset, encoder) it built to count the cached images, or (None, None)."""
     from .bench import fit_processes, fit_seconds_estimate
@@ -771,7 +772,7 @@ def _say_plan(args, settings, config, n_runs: int, todo: list) -> tuple:
     out = config.out.expanduser()
     if not todo:
         print(f"crossgate {args.command}: all {n_runs} runs are already in {out / 'results.jsonl'}; rebuilding "
-              "the reports")
+              f"the reports{mixing}")
         return None, None
     dataset = load_dataset(args.dataset, settings, templates=args.templates,
                                prompts=getattr(args, "prompts", None))
@@ -801,7 +802,7 @@ def _say_plan(args, settings, config, n_runs: int, todo: list) -> tuple:
           f"({'all cached' if not to_encode else 'the rest cached' if to_encode < total else 'none cached yet'})"
           + (f" and up to {aug:,} augmented views of training images" if aug else "") + "; "
           f"about {_duration(seconds)} on this machine ({device}, {processes} fit process(es)). Results go to "
-          f"{out}/ (results.jsonl, summary.md, summary.csv, plots).", flush=True)
+          f"{out}/ (results.jsonl, summary.md, summary.csv, plots){mixing}.", flush=True)
     ensure_writable_dir(out, "output folder", "--out")  # the folder exists from the start
     return dataset, encoder
 

@@ -49,8 +49,14 @@ def markdown_table(by_method: dict[str, dict[int, tuple]]) -> str:
     shots = sorted({k for per in by_method.values() for k in per})
     lines = ["| method | " + " | ".join(f"{k}-shot" for k in shots) + " |",
              "|---|" + "---:|" * len(shots)]
+    most = max((per[k][2] for per in by_method.values() for k in per), default=0)
+
+    def cell(mean, std, n):  # one seed has no spread; fewer seeds than the rest of the table are marked
+        text = f"{mean:.1f} ± {std:.1f}" if n > 1 else f"{mean:.1f}"
+        return text + (f" ({n} seed{'s' * (n != 1)})" if n != most else "")
+
     for method, per in by_method.items():
-        cells = [f"{per[k][0]:.1f} ± {per[k][1]:.1f}" if k in per else "" for k in shots]
+        cells = [cell(*per[k]) if k in per else "" for k in shots]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
