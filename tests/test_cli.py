@@ -145,7 +145,7 @@ def test_split_show_lists_every_split_and_the_embedded_default_by_position(capsy
     assert code == 0 and out.split() == [str(i) for i in range(2000)] and "0-based positions" in err
     code, out, _ = run(capsys, "split", "show", "fashion-mnist", "--split", "val", "--shots", "2", "--seed", "1")
     assert code == 0 and len(out.split()) == 20
-    assert "give --shots K and --seed S" in run_error(capsys, "split", "show", "fashion-mnist")
+    assert "give --shots K (and --seed S, default 1" in run_error(capsys, "split", "show", "fashion-mnist")
 
 
 def test_flags_before_a_nested_command_are_kept(capsys, tmp_path):

@@ -47,6 +47,9 @@ def test_our_own_templates_choose_a_or_an_and_given_ones_are_kept(tmp_path):
     assert "a photo of an ankle boot." in texts and "a photo of a tabby cat." in texts
     texts, _ = load_dataset(f"imagefolder:{folder}", templates=["a photo of a {}."]).prompts()
     assert texts == ["a photo of a ankle boot.", "a photo of a tabby cat."]  # a user's template, as written
+    texts, _ = load_dataset("fashion-mnist").prompts()  # issue 23: no "a ankle boot", no "a trousers"
+    assert "a photo of an ankle boot." in texts and "a photo of a pair of trousers." in texts
+    assert not [t for t in texts if " a ankle" in t or " a trousers" in t]
 
 
 def test_the_bad_image_advice_is_said_once(capsys, tmp_path):
@@ -129,3 +132,30 @@ def test_a_changed_setting_is_refused_before_any_work_and_mixed_seeds_are_said(c
     assert code == 0 and "zeroshot: seeds 1,2; logreg: seeds 1,2,4" in out.splitlines()[0]
     summary = (tmp_path / "r" / "summary.md").read_text()
     assert "(2 seeds) |" in summary  # zeroshot's cell, beside logreg's three
+
+
+def test_small_things_of_round_two(capsys, tmp_path):
+    """split show defaults --seed to 1; train refuses to replace a model unless told; the demo's probe and tip
+    flags say what they configure; help never wraps inside a number; no lock file is left behind."""
+    cache = ["--cache-dir", str(tmp_path / "c")]
+    code, out, err = run(capsys, "split", "show", "fashion-mnist", "--shots", "1", *cache)
+    assert code == 0 and "1-shot seed 1" in err
+    train = ["train", "--backbone", "tiny-clip", "--method", "logreg", "--shots", "1", "--out", str(tmp_path / "m"),
+             *cache, "--no-progress"]
+    assert run(capsys, *train)[0] == 0
+    assert "already holds a model; pass --replace" in run_error(capsys, *train)
+    assert run(capsys, *train, "--replace")[0] == 0
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    helped = capsys.readouterr().out
+    assert "--tip-epochs" not in helped and "--tipf-epochs" in helped
+    assert "60 values from 0.1 to 12.0" in " ".join(helped.split())
+    bench = ["bench", "--backbone", "tiny-clip", "--methods", "zeroshot", "--shots", "1", "--seeds", "1",
+             "--corrupt", "none", "--out", str(tmp_path / "r"), *cache, "--jobs", "1"]
+    assert run(capsys, *bench)[0] == 0 and not (tmp_path / "r" / "results.jsonl.lock").exists()
+
+
+def test_a_missing_checkpoint_file_is_no_such_file(capsys, tmp_path):
+    err = run_error(capsys, "extract", "--backbone", f"openclip:ViT-B-32/{tmp_path / 'nothere.pt'}",
+                    "--cache-dir", str(tmp_path / "c"))
+    assert "no such checkpoint file" in err and "nothere.pt" in err

@@ -287,6 +287,9 @@ def run_bench(config: BenchConfig, features: DatasetFeatures, backbone_identity:
     try:
         return _run_locked(config, features, backbone_identity, dataset_identity, methods, out, on_run)
     finally:
+        # removed while still held, after the last write: a run that opens it now finds it locked, one that
+        # comes after makes a new one (no run waits on a lock, so none can hold the removed file's)
+        (out / LOCK_NAME).unlink(missing_ok=True)
         lock.release()
 
 

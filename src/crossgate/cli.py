@@ -14,8 +14,21 @@ from . import __version__
 from .errors import UserError
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Help lines wrapped between words only: a number or a flag is never cut in two."""
+
+    def _split_lines(self, text, width):
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_long_words=False, break_on_hyphens=False)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports bad input in one line (no usage dump) and exits with status 2."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
@@ -237,7 +250,12 @@ COMMAND_FLAGS = {"extract": DATA_FLAGS, "bench": DATA_FLAGS, "demo": DATA_FLAGS,
                  "split": ("cache-dir", "data-root", "offline"), "show": ("cache-dir", "data-root", "offline")}
 
 
-def _common(flags=(), suppress: bool = False) -> argparse.ArgumentParser:
+DEVICE_HELP = {"predict": "where the encoder runs and the model predicts (default: auto, a CUDA GPU when there is "
+                          "one)",
+               "extract": "where the encoder runs (default: auto, a CUDA GPU when there is one)"}
+
+
+def _common(flags=(), suppress: bool = False, command: str = "") -> argparse.ArgumentParser:
     """The shared flags `flags` (and --debug) as a parent parser. `suppress`: no defaults, for a nested
     subcommand, whose defaults would otherwise overwrite what its parent command parsed."""
     common = argparse.ArgumentParser(add_help=False)
@@ -251,7 +269,8 @@ def _common(flags=(), suppress: bool = False) -> argparse.ArgumentParser:
     add("cache-dir", type=Path, default=None, help="feature cache (default: $CROSSGATE_CACHE or ~/.cache/crossgate)")
     add("data-root", type=Path, default=None, help="datasets on disk (default: $CROSSGATE_DATA or CACHE_DIR/data)")
     add("device", choices=("auto", "cpu", "cuda"), default="auto",
-        help="where encoders run and methods fit (default: auto, a CUDA GPU when there is one)")
+        help=DEVICE_HELP.get(command, "where encoders run and methods fit (default: auto, a CUDA GPU when there "
+                                      "is one)"))
     add("batch-size", type=positive_int, default=64, help="images per encoder batch (default: 64)")
     add("workers", type=non_negative_int, default=None,
         help="processes reading and decoding images (default: 8 on a GPU; on a CPU 0, i.e. in the main "
@@ -371,7 +390,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub.required = True
 
     def command(name, **kwargs):
-        return sub.add_parser(name, parents=[_common(COMMAND_FLAGS.get(name, ()))], help=_HELP[name],
+        return sub.add_parser(name, parents=[_common(COMMAND_FLAGS.get(name, ()), command=name)], help=_HELP[name],
                               description=_DESCRIPTION[name], **kwargs)
 
     def dataset_flags(p):
@@ -480,6 +499,7 @@ def add_train_args(p, dataset_flags, method_names: str) -> None:
     p.add_argument("--seed", type=seed_value, default=1, metavar="S", help="few-shot draw and method seed (default: 1)")
     p.add_argument("--out", type=Path, required=True, metavar="MODEL",
                    help="model folder to write (model.safetensors + model.json)")
+    p.add_argument("--replace", action="store_true", help="replace the model already in --out (default: refused)")
     add_template_flag(p)
     add_method_flags(p)
 
@@ -519,11 +539,12 @@ def _add_split_args(p) -> None:
                              help="print a split's images, one per line", description=_DESCRIPTION["split"])
     q.add_argument("dataset", metavar="DATASET", help="a name of `crossgate datasets`, or imagefolder:PATH")
     q.add_argument("--split", choices=("train", "val", "test"), default="train",
-                   help="train or val: the few-shot draw from that split (needs --shots and --seed); test: "
+                   help="train or val: the few-shot draw from that split (needs --shots; --seed 1 unless given); test: "
                         "every test image (default: train)")
     q.add_argument("--shots", type=positive_int, default=None, metavar="K",
                    help="training images per class of the draw")
-    q.add_argument("--seed", type=seed_value, default=None, metavar="S", help="the draw's seed")
+    q.add_argument("--seed", type=seed_value, default=None, metavar="S",
+                   help="the draw's seed (default: 1, as train and explain)")
 
 
 def index_list(text: str) -> tuple[int, ...]:
@@ -818,14 +839,15 @@ def cmd_train(args, settings) -> int:
 
     if args.method not in METHODS:
         raise UserError(f"unknown method {args.method!r}; available: {', '.join(METHODS.names())}")
-    check_model_folder(args.out)  # before the fit: a folder that saving would wipe is refused now, not after
+    check_model_folder(args.out, args.replace)  # before the fit: what saving would wipe is refused now
     config = method_configs_from(args, [args.method]).get(args.method)
     encoder, dataset, feats = _load(args, settings)
     clf, row = fit_one(feats, args.method, args.shots, args.seed, config, settings.torch_device())
-    out = save_model(args.out, SavedModel(classifier=clf, method=args.method, backbone=args.backbone,
-                                          backbone_identity=encoder.identity, classnames=feats.classnames,
-                                          templates=list(dataset.templates), dataset=dataset.identity,
-                                          info={**row, "prompts": dataset.prompt_source}))
+    saved = SavedModel(classifier=clf, method=args.method, backbone=args.backbone,
+                       backbone_identity=encoder.identity, classnames=feats.classnames,
+                       templates=list(dataset.templates), dataset=dataset.identity,
+                       info={**row, "prompts": dataset.prompt_source})
+    out = save_model(args.out, saved, replace=args.replace)
     draw = "all train images" if args.shots == "all" else f"{args.shots}-shot seed {args.seed}"
     print(f"{args.method} on {dataset.name} · {args.backbone} · {draw} ({row['split_source']}): "
           f"accuracy train {row['acc_train']:.1f}%, val {row['acc_val']:.1f}%, "
@@ -958,9 +980,10 @@ def cmd_split(args, settings) -> int:
             raise UserError("the test split has no few-shot draw; drop --shots and --seed, or use --split train/val")
         indices, source = np.arange(len(items)), "the whole test split"
     else:
-        if args.shots is None or args.seed is None:
-            raise UserError(f"--split {args.split} shows a few-shot draw: give --shots K and --seed S "
-                            "(or --split test for every test image)")
+        if args.shots is None:
+            raise UserError(f"--split {args.split} shows a few-shot draw: give --shots K (and --seed S, default 1; "
+                            "or --split test for every test image)")
+        args.seed = 1 if args.seed is None else args.seed  # as train and explain
         train, val = dataset.split("train"), dataset.split("val")
         split = choose_few_shot(train.labels, val.labels, args.shots, args.seed, dataset.classnames,
                                 dataset.index_dir, train.paths, val.paths)
@@ -987,8 +1010,8 @@ def cmd_report(args, settings) -> int:
         raise UserError(f"{args.dir} is not writable, and report writes summary.md, summary.csv and plots beside "
                         "results.jsonl; copy the folder somewhere writable and run report there")
     written = write_reports(args.dir, rows)
-    print(summary_markdown(rows))
-    print("wrote " + ", ".join(str(p) for p in written))
+    print("wrote " + ", ".join(str(p) for p in written) + "\n")
+    print(summary_markdown(rows, main_last=True), end="")  # the main tables last, where a reader looks
     return 0
 
 

@@ -116,6 +116,8 @@ def config_fields(cls) -> list:
 
 def default_text(f) -> str:
     value = f.default if f.default is not MISSING else f.default_factory()
+    if isinstance(value, tuple) and len(value) > 8:  # a long grid: its size and ends, not 60 numbers
+        return f"{len(value)} values from {value[0]} to {value[-1]}"
     if isinstance(value, tuple):
         return ",".join(map(str, value))
     return str(value).lower() if isinstance(value, bool) or value is None else str(value)

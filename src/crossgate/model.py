@@ -44,10 +44,11 @@ class SavedModel:
                             f"but backbone {name!r} is {identity}; predict with --backbone {self.backbone}")
 
 
-def check_model_folder(path: Path) -> Path:
-    """Where a model may be saved: a new or empty folder, or one that crossgate wrote as a model (its two
-    files and nothing else, the weights matching the checksum in model.json). Saving replaces the folder
-    whole, so anything else there (a thesis, a dataset's images) would be lost: refused in one line."""
+def check_model_folder(path: Path, replace: bool = False) -> Path:
+    """Where a model may be saved: a new or empty folder, or (with `replace`) one that crossgate wrote as a
+    model (its two files and nothing else, the weights matching the checksum in model.json). Saving
+    replaces the folder whole, so anything else there (a thesis, a dataset's images) would be lost: refused
+    in one line; so is a model there, unless the user said to replace it."""
     path = Path(path).expanduser()
     here = Path.cwd().resolve()
     resolved = path.resolve()
@@ -61,8 +62,13 @@ def check_model_folder(path: Path) -> Path:
     if not path.is_dir():
         raise UserError(f"{path} is a file; a model is saved as a folder, choose another --out")
     names = sorted(p.name for p in path.iterdir())
-    if not names or (names == sorted((f"{STEM}.json", f"{STEM}.safetensors")) and _written_by_crossgate(path)):
+    if not names:
         return path
+    if names == sorted((f"{STEM}.json", f"{STEM}.safetensors")) and _written_by_crossgate(path):
+        if replace:
+            return path
+        raise UserError(f"--out {path} already holds a model; pass --replace to replace it, or give another "
+                        "folder")
     shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
     raise UserError(f"--out {path} holds files that are not a crossgate model ({shown}), and saving replaces the "
                     "folder whole; give a new or empty folder, or a model folder crossgate wrote")
@@ -73,10 +79,10 @@ def _written_by_crossgate(path: Path) -> bool:
     return entry is not None and isinstance(entry[1], dict) and entry[1].get("format") == FORMAT
 
 
-def save_model(path: Path, model: SavedModel) -> Path:
+def save_model(path: Path, model: SavedModel, replace: bool = True) -> Path:
     """Write MODEL/model.safetensors and MODEL/model.json atomically (the JSON last); returns the folder.
-    Only a new, empty or crossgate model folder is replaced (check_model_folder)."""
-    path = check_model_folder(path)
+    Only a new, empty or (with `replace`) crossgate model folder is replaced (check_model_folder)."""
+    path = check_model_folder(path, replace)
     arrays, state = model.classifier.fitted_state()
     meta = {"format": FORMAT, "crossgate_version": __version__, "method": model.method,
             "params": jsonable(model.classifier.get_params()), "state": state, "backbone": model.backbone,

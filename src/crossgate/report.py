@@ -325,14 +325,21 @@ def robustness_markdown(rows: list[dict]) -> str:
     return "\n".join(parts)
 
 
-def summary_markdown(rows: list[dict]) -> str:
+def summary_markdown(rows: list[dict], main_last: bool = False) -> str:
+    """summary.md; `main_last`: the main tables at the end (for a terminal, where the last lines are read)."""
     parts = ["# crossgate results", "",
              "Test accuracy (%), mean ± sample std over seeds; hyperparameters chosen on the few-shot "
              "validation split.", ""]
+    main = []
     for (dataset, backbone), by_method in summarize(rows).items():
         seeds = sorted({r["seed"] for r in rows if r["dataset"] == dataset and r["backbone"] == backbone})
-        parts += [f"## {dataset} · {backbone} · seeds {', '.join(map(str, seeds))}", "",
-                  markdown_table(by_method), ""]
+        main += [f"## {dataset} · {backbone} · seeds {', '.join(map(str, seeds))}", "",
+                 markdown_table(by_method), ""]
+        if _gda_one_shot_is_zero_shot(rows, dataset, backbone):
+            main += ["gda at 1 shot equals zeroshot by construction: one image per class gives no covariance, "
+                     "so its discriminant adds nothing (`--aug-views` gives it samples).", ""]
+    if not main_last:
+        parts += main
     for protocol in other_protocols(rows):  # never mixed into the tables above
         for (dataset, backbone), by_method in summarize(rows, select_on=protocol).items():
             parts += [f"## {dataset} · {backbone} · hyperparameters {SELECT_LABELS[protocol]}", "",
@@ -364,7 +371,14 @@ def summary_markdown(rows: list[dict]) -> str:
         parts += ["## Robustness", "", "Fitted heads scored on corrupted test images, or consulting corrupted "
                   "prompts (methods that read no text at prediction keep their clean accuracy there).", "",
                   robustness]
-    return "\n".join(parts)
+    if main_last:
+        parts += ["", *main]
+    return "\n".join(parts).rstrip("\n") + "\n"
+
+
+def _gda_one_shot_is_zero_shot(rows: list[dict], dataset: str, backbone: str) -> bool:
+    return any(main_row(r) and r["method"] == "gda" and r["shots"] == 1 and not r.get("aug_views_used")
+               and r["dataset"] == dataset and r["backbone"] == backbone for r in rows)
 
 
 def summary_csv(rows: list[dict]) -> str:

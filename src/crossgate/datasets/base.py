@@ -67,15 +67,25 @@ class Dataset(ABC):
         bank_prompts(bank, self.classnames, source)
         self.bank, self.bank_source = bank, source
 
+    own_templates: bool = False  # the templates are crossgate's English ones: "a {}" becomes "an {}" by the name
+    prompt_names: list[str] | None = None  # how the templates name each class, where not by its class name
+
     def prompts(self) -> tuple[list[str], np.ndarray]:
         """Every class name in every template (or every description of the bank), and the class of each."""
         if self.bank is not None:
             from .prompts import bank_prompts
 
             return bank_prompts(self.bank, self.classnames, self.bank_source)
-        texts = [t.format(c) for c in self.classnames for t in self.templates]
+        names = self.prompt_names or self.classnames
+        texts = [(with_article(t, c) if self.own_templates else t).format(c) for c in names for t in self.templates]
         labels = np.repeat(np.arange(len(self.classnames)), len(self.templates))
         return texts, labels
+
+
+def with_article(template: str, name: str) -> str:
+    """Our English templates' "a {}" as "an {}" before a vowel sound (by spelling: "an ankle boot", "an
+    apple"; "a unicorn" stays wrong, which spelling cannot tell)."""
+    return template.replace("a {}", "an {}") if name[:1].lower() in "aeiou" else template
 
 
 class ArrayDataset(Dataset):

@@ -12,6 +12,7 @@ from .idx import read_idx
 
 CLASSNAMES = ["t-shirt", "trousers", "pullover", "dress", "coat",
               "sandal", "shirt", "sneaker", "bag", "ankle boot"]
+PROMPT_NAMES = [n if n != "trousers" else "pair of trousers" for n in CLASSNAMES]  # "a photo of a trousers."
 # Chosen before any measurement; never tuned on test accuracy.
 TEMPLATES = [
     "a photo of a {}.",
@@ -40,7 +41,13 @@ def embedded(settings=None) -> ArrayDataset:
     arrays = {s: _read_pair(folder, f"{s}-images-idx3-ubyte.gz", f"{s}-labels-idx1-ubyte.gz")
               for s in ("train", "val", "test")}
     digest = digest_files(sorted(folder.glob("*.gz")))
-    return ArrayDataset("fashion-mnist", CLASSNAMES, TEMPLATES, arrays, digest)
+    return _with_prompt_names(ArrayDataset("fashion-mnist", CLASSNAMES, TEMPLATES, arrays, digest))
+
+
+def _with_prompt_names(dataset: ArrayDataset) -> ArrayDataset:
+    """Our templates in English: "a photo of an ankle boot.", "a photo of a pair of trousers."."""
+    dataset.own_templates, dataset.prompt_names = True, PROMPT_NAMES
+    return dataset
 
 
 def find_full_dir(settings) -> Path:
@@ -78,4 +85,4 @@ def full(settings=None) -> ArrayDataset:
     arrays = {"train": (train_x[~val], train_y[~val]), "val": (train_x[val], train_y[val]),
               "test": (test_x, test_y)}
     digest = digest_files([folder / f for pair in FILES.values() for f in pair])
-    return ArrayDataset("fashion-mnist-full", CLASSNAMES, TEMPLATES, arrays, digest)
+    return _with_prompt_names(ArrayDataset("fashion-mnist-full", CLASSNAMES, TEMPLATES, arrays, digest))

@@ -43,12 +43,6 @@ def canonical_name(name: str) -> str:
     return f"{PREFIX}{Path(name[len(PREFIX):]).expanduser().resolve()}"
 
 
-def with_article(template: str, name: str) -> str:
-    """Our English templates' "a {}" as "an {}" before a vowel sound (by spelling: "an ankle boot", "an
-    apple"; "a unicorn" stays wrong, which spelling cannot tell)."""
-    return template.replace("a {}", "an {}") if name[:1].lower() in "aeiou" else template
-
-
 def content_digest(root: Path, items: dict[str, list[tuple[str, int]]]) -> str:
     """What keys the folder's cached features: per image its split, path, class, size, modification time,
     status-change time (ctime) and inode. Any write to a file, a rename, a swap of two files or a copy over
@@ -96,7 +90,7 @@ class ImageFolderDataset(Dataset):
                                     "such); every class needs training images: add them or remove the folder")
         self.classnames = self._classnames(folders)
         self.templates = [check_template(t) for t in (templates or TEMPLATES)]
-        self._own_templates = templates is None  # ours choose "a" or "an"; a user's are used as given
+        self.own_templates = templates is None  # ours choose "a" or "an"; a user's are used as given
         self._items: dict[str, list[tuple[str, int]]] = {"train": [], "val": [], "test": []}
         empty = []
         for label, folder in enumerate(folders):
@@ -157,12 +151,6 @@ class ImageFolderDataset(Dataset):
             raise UserError(f"duplicate class names {', '.join(duplicates)} in {self.root}; rename the folders "
                             "or fix classnames.txt")
         return result
-
-    def prompts(self):
-        if self.bank is not None or not self._own_templates:
-            return super().prompts()
-        texts = [with_article(t, c).format(c) for c in self.classnames for t in self.templates]
-        return texts, np.repeat(np.arange(len(self.classnames)), len(self.templates))
 
     def split(self, name: str) -> Split:
         if name not in self._items:

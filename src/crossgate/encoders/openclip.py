@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from contextlib import contextmanager
 from importlib import resources
@@ -32,6 +33,12 @@ def _checkpoint_digest(path: Path) -> str:
         f.seek(max(0, path.stat().st_size - (1 << 20)))
         h.update(f.read())
     return h.hexdigest()[:12]
+
+
+def _looks_like_path(text: str) -> bool:
+    """A pretrained part that names a file rather than a tag (tags are plain words like laion2b_s34b_b79k)."""
+    return "/" in text or "\\" in text or text.startswith(("~", ".")) or text.endswith(
+        (".pt", ".pth", ".bin", ".safetensors", ".ckpt"))
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -104,6 +111,10 @@ class OpenClipEncoder(Encoder):
             weights, tag = f"file@{_checkpoint_digest(path)}", str(path)
         elif pretrained:
             known = open_clip.list_pretrained_tags_by_model(arch)
+            if pretrained not in known and allow_files and _looks_like_path(pretrained):
+                raise UserError(f"no such checkpoint file: {Path(pretrained).expanduser()} (from --backbone "
+                                f"{PREFIX}{arch}/{pretrained}); check the path, or use a pretrained tag: "
+                                f"{', '.join(known) or 'none'}")
             if pretrained not in known:
                 raise UserError(f"unknown pretrained tag {pretrained!r} for {arch}; available: "
                                 f"{', '.join(known) or 'none'}, or a path to a local checkpoint file")
@@ -127,7 +138,10 @@ class OpenClipEncoder(Encoder):
                 raise UserError(f"{tag} is not an open_clip checkpoint of {arch} ({type(err).__name__}: "
                                 f"{' '.join(str(err).split())[:160]}); give a checkpoint file saved from that "
                                 "architecture (.pt, .bin or .safetensors)") from None
-            why = ("the Hugging Face hub is unreachable and they are not in its local cache" if hub_down
+            offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+            why = ("they are not in the Hugging Face local cache, and --offline (or HF_HUB_OFFLINE) forbids "
+                   "downloading them" if hub_down and offline else
+                   "the Hugging Face hub is unreachable and they are not in its local cache" if hub_down
                    else " ".join(str(err).split()))
             raise UserError(f"cannot load the {arch}/{pretrained} weights ({why}); run once with a network "
                             f"(they are cached), give a local checkpoint file (openclip:{arch}//path/to/weights), "

@@ -29,8 +29,12 @@ class TipConfig:
     # log-spaced: how much the cache counts depends on how sharp zero-shot logits are
     alphas: tuple[float, ...] = param(tuple(float(a) for a in np.round(np.logspace(-1, 3, 61), 4)),
                                       "residual-ratio grid, searched on validation")
-    epochs: int = param(20, "key fine-tuning epochs (Tip-Adapter-F only)", positive=True)
-    lr: float = param(1e-3, "key fine-tuning AdamW learning rate (Tip-Adapter-F only)", positive=True)
+
+
+@dataclass
+class TipFConfig(TipConfig):
+    epochs: int = param(20, "key fine-tuning epochs", positive=True)
+    lr: float = param(1e-3, "key fine-tuning AdamW learning rate", positive=True)
 
 
 def tip_logits(x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, text: torch.Tensor,
@@ -100,7 +104,7 @@ class TipAdapter(FewShotClassifier):
         other.text_ = tensor(text.class_means().astype(np.float32))
         return other
 
-    def _fine_tune_keys(self, xt, yt, xv, yv, cfg: TipConfig, epochs_in: list) -> tuple[torch.Tensor, int]:
+    def _fine_tune_keys(self, xt, yt, xv, yv, cfg: TipFConfig, epochs_in: list) -> tuple[torch.Tensor, int]:
         """Keys trained with cross-entropy on the few-shot images (full batch, AdamW, cosine schedule) at the
         training-free search's (β, α) (Zhang et al. start from fixed per-dataset values); epoch e's inputs are
         epochs_in[e % len] (the keys' images, or one augmented pass of them). The epoch with the best validation
@@ -138,5 +142,6 @@ class TipAdapter(FewShotClassifier):
 @METHODS.register("tipf", help="Tip-Adapter-F: the cache keys fine-tuned (lr 1e-3, 20 epochs), the epoch chosen "
                                "on validation (Zhang et al., ECCV 2022)")
 class TipAdapterF(TipAdapter):
+    config_class = TipFConfig
 
     fine_tune = True
