@@ -97,9 +97,9 @@ def _python(code: str, **env) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["report", "--help"], ["split", "show", "--help"],
                                   ["predict", "--help"]])
 def test_help_and_light_commands_import_no_torch(argv):
-    done = _python("import sys\nfrom crossgate.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
-                   "heavy = [m for m in ('torch', 'torchvision', 'timm', 'open_clip') if m in sys.modules]\n"
-                   "assert not heavy, heavy" % (argv,))
+    done = _python(f"import sys\nfrom crossgate.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n"
+                   "    pass\nheavy = [m for m in ('torch', 'torchvision', 'timm', 'open_clip') if m in sys.modules]\n"
+                   "assert not heavy, heavy")
     assert done.returncode == 0, done.stderr
 
 
@@ -107,8 +107,8 @@ def test_a_broken_torchvision_is_one_line_naming_the_fix(tmp_path):
     fake = tmp_path / "torchvision"
     fake.mkdir()
     (fake / "__init__.py").write_text('raise RuntimeError("operator torchvision::nms does not exist")\n')
-    done = _python("import sys\nfrom crossgate.cli import main\nsys.exit(main(['extract', '--cache-dir', %r]))"
-                   % str(tmp_path / "c"), PYTHONPATH=str(tmp_path))
+    done = _python(f"import sys\nfrom crossgate.cli import main\nsys.exit(main(['extract', '--cache-dir', "
+                   f"{str(tmp_path / 'c')!r}]))", PYTHONPATH=str(tmp_path))
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "torchvision cannot be imported" in done.stderr and "matching pair" in done.stderr
     assert "download.pytorch.org/whl/cpu" in done.stderr
@@ -159,3 +159,14 @@ def test_a_missing_checkpoint_file_is_no_such_file(capsys, tmp_path):
     err = run_error(capsys, "extract", "--backbone", f"openclip:ViT-B-32/{tmp_path / 'nothere.pt'}",
                     "--cache-dir", str(tmp_path / "c"))
     assert "no such checkpoint file" in err and "nothere.pt" in err
+
+
+def test_long_phases_say_what_they_do(capsys, tmp_path):
+    """train's fit and predict's encoding say so in a log (a terminal sees them tick)."""
+    cache = ["--cache-dir", str(tmp_path / "c")]
+    code, _, err = run(capsys, "train", "--backbone", "tiny-clip", "--method", "logreg", "--shots", "1", "--out",
+                       str(tmp_path / "m"), *cache)
+    assert code == 0 and "fitting logreg ..." in err and "fitting logreg: done in" in err
+    folder = make_folder(tmp_path / "imgs", per_class=2)
+    code, _, err = run(capsys, "predict", str(tmp_path / "m"), str(folder), "--cache-dir", str(tmp_path / "c"))
+    assert code == 0 and "encoding 6 image(s): 6 img in" in err

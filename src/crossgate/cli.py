@@ -836,13 +836,15 @@ def cmd_train(args, settings) -> int:
     from .methods import METHODS
     from .model import SavedModel, check_model_folder, save_model
     from .pipeline import fit_one
+    from .progress import working
 
     if args.method not in METHODS:
         raise UserError(f"unknown method {args.method!r}; available: {', '.join(METHODS.names())}")
     check_model_folder(args.out, args.replace)  # before the fit: what saving would wipe is refused now
     config = method_configs_from(args, [args.method]).get(args.method)
     encoder, dataset, feats = _load(args, settings)
-    clf, row = fit_one(feats, args.method, args.shots, args.seed, config, settings.torch_device())
+    with working(f"fitting {args.method}", settings.progress):
+        clf, row = fit_one(feats, args.method, args.shots, args.seed, config, settings.torch_device())
     saved = SavedModel(classifier=clf, method=args.method, backbone=args.backbone,
                        backbone_identity=encoder.identity, classnames=feats.classnames,
                        templates=list(dataset.templates), dataset=dataset.identity,
@@ -928,12 +930,14 @@ def cmd_explain(args, settings) -> int:
 
     from .methods import METHODS
     from .pipeline import fit_one
+    from .progress import working
 
     if not hasattr(METHODS.factory(args.method), "explain"):
         raise UserError(f"method {args.method!r} has no gate to explain; use gate or gate-joint")
     config = method_configs_from(args, [args.method]).get(args.method)
     encoder, dataset, feats = _load(args, settings)
-    clf, _ = fit_one(feats, args.method, args.shots, args.seed, config, settings.torch_device())
+    with working(f"fitting {args.method} on the {args.shots}-shot draw", settings.progress):
+        clf, _ = fit_one(feats, args.method, args.shots, args.seed, config, settings.torch_device())
     images, split_items = feats.split(args.split), dataset.split(args.split)
     positions = images.kept if images.kept is not None else np.arange(len(images.labels))  # rows -> split positions
     if args.images is None:

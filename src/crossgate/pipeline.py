@@ -198,14 +198,18 @@ def encode_files(encoder, files: list[Path], settings) -> tuple[np.ndarray, list
     file stops everything, listing each one."""
     from .datasets.base import files_split
     from .extraction import UnreadableImages, encode_batches
+    from .progress import progress
 
     items = files_split(Path.cwd(), [str(f) for f in files], np.zeros(len(files)), "it was given on the command line")
     good, feats, bad = [], [], []
-    for positions, x, errors in encode_batches(encoder, items, list(range(len(files))), settings.batch_size,
-                                               settings.loader_workers()):
-        good += positions
-        feats += [x] if x is not None else []
-        bad += errors
+    with progress(total=len(files), desc=f"encoding {len(files):,} image(s)", unit="img",
+                  enabled=settings.progress) as bar:
+        for positions, x, errors in encode_batches(encoder, items, list(range(len(files))), settings.batch_size,
+                                                   settings.loader_workers()):
+            good += positions
+            feats += [x] if x is not None else []
+            bad += errors
+            bar.update(len(positions) + len(errors))
     if bad and settings.on_bad_image == "fail":
         raise UnreadableImages([str(files[i]) for i, _ in bad], bad[0][1])
     if not good:

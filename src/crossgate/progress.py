@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
+from contextlib import contextmanager
 
 
 def progress(total: int | None = None, desc: str = "", unit: str = "it", enabled: bool = True, initial: int = 0,
@@ -38,3 +40,32 @@ class _LogLine:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+@contextmanager
+def working(desc: str, enabled: bool = True):
+    """A long step with no parts to count (a fit): a terminal sees its seconds tick; a log gets one line
+    when it starts and one when it ends."""
+    if not enabled:
+        yield
+        return
+    start = time.perf_counter()
+    stop = threading.Event()
+    ticker = None
+    if sys.stderr.isatty():
+        def tick():
+            while not stop.wait(1.0):
+                print(f"\r{desc}: {time.perf_counter() - start:.0f} s", end="", file=sys.stderr, flush=True)
+
+        ticker = threading.Thread(target=tick, daemon=True)
+        ticker.start()
+    else:
+        print(f"{desc} ...", file=sys.stderr, flush=True)
+    try:
+        yield
+    finally:
+        stop.set()
+        if ticker is not None:
+            ticker.join()
+        back = "\r" if ticker is not None else ""  # over the ticking line
+        print(f"{back}{desc}: done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
