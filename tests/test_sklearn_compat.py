@@ -11,6 +11,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from crossgate.features import TextFeatures
 from crossgate.methods import METHODS, create_method
+from tests.conftest import blobs
 
 
 def synthetic_text(x: np.ndarray, y: np.ndarray, n_classes: int) -> TextFeatures:
@@ -93,3 +94,29 @@ def test_model_selection_tools_work_with_and_without_text():
     names = np.array(["ant", "bee", "cat", "dog"])
     clf = create_method("logreg").fit(x, names[y])
     assert list(clf.classes_) == list(names) and set(clf.predict(x)) <= set(names)
+
+
+def test_config_fields_are_parameters_a_search_can_set():
+    """GridSearchCV over a config field, by its name or as config__<field>; clone keeps a field set (issue 23)."""
+    from sklearn.model_selection import GridSearchCV
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 8)).astype(np.float32)
+    y = np.repeat(np.arange(2), 20)
+    x[y == 1] += 1.0
+    clf = create_method("logreg")
+    assert {"l2_grid", "max_iter", "config", "random_state", "device"} <= set(clf.get_params())
+    for key in ("l2_grid", "config__l2_grid"):
+        search = GridSearchCV(clf, {key: [(1e-4,), (10.0,)]}, cv=2).fit(x, y)
+        assert set(search.best_params_) == {key}
+    twin = clone(create_method("logreg", l2_grid=(1e-2,)))
+    assert twin.l2_grid == (1e-2,) and twin._config().l2_grid == (1e-2,)
+    assert create_method("logreg", l2_grid=(1e-2,)).effective_params()["config"].l2_grid == (1e-2,)
+    with pytest.raises(TypeError, match="l2_grid"):
+        create_method("logreg", l2_gird=(1e-2,))
+
+
+def test_fit_without_val_says_where_it_chooses():
+    x, y, _ = blobs()
+    with pytest.warns(UserWarning, match="without val="):
+        create_method("logreg").fit(x, y)

@@ -85,7 +85,7 @@ def save_model(path: Path, model: SavedModel, replace: bool = True) -> Path:
     path = check_model_folder(path, replace)
     arrays, state = model.classifier.fitted_state()
     meta = {"format": FORMAT, "crossgate_version": __version__, "method": model.method,
-            "params": jsonable(model.classifier.get_params()), "state": state, "backbone": model.backbone,
+            "params": jsonable(model.classifier.effective_params()), "state": state, "backbone": model.backbone,
             "backbone_identity": model.backbone_identity, "dataset": model.dataset,
             "classnames": list(model.classnames), "templates": list(model.templates), "info": model.info}
     try:

@@ -183,6 +183,36 @@ def _check_text(text: TextFeatures) -> None:
         raise UserError("text features hold NaN or infinite values; re-extract them")
 
 
+def _init_with_fields(config_class):
+    """An __init__ taking, beside config, random_state and device, every field of `config_class` by name
+    (default None: the config's), stored as given, with the signature scikit-learn reads its parameters from
+    (so get_params, set_params, clone and GridSearchCV see each field)."""
+    import inspect
+
+    from ..config import config_fields
+
+    names = [f.name for f in config_fields(config_class)]
+
+    def __init__(self, config=None, random_state=None, device="cpu", **fields):
+        unknown = sorted(set(fields) - set(names))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got an unexpected keyword argument {unknown[0]!r}; its config "
+                            f"fields: {', '.join(names)}")
+        self.config = config  # the method's config dataclass; None means its defaults
+        self.random_state = random_state  # seeds initialisation and batch draws where the method has any
+        self.device = device  # where fit computes ("cpu", "cuda", "cuda:1"); the fitted state ends on the CPU
+        for name in names:  # each None unless set: then it overrides the config's value
+            setattr(self, name, fields.get(name))
+
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    __init__.__signature__ = inspect.Signature(
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d)
+           for n, d in (("config", None), ("random_state", None), ("device", "cpu"))]
+        + [inspect.Parameter(n, keyword, default=None) for n in names])
+    return __init__
+
+
 def _state_to_cpu(estimator) -> None:
     for name, value in list(vars(estimator).items()):
         if not name.endswith("_"):
@@ -216,6 +246,17 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         super().__init_subclass__(**kwargs)
         if "fit" in cls.__dict__:
             cls.fit = _on_device(cls.__dict__["fit"])
+        if cls.config_class is not None and "__init__" not in cls.__dict__:
+            cls.__init__ = _init_with_fields(cls.config_class)
+
+    def effective_params(self) -> dict:
+        """What the fit is made of, for results rows and saved models: the config in force (its fields set
+        one by one folded in), the seed and the device."""
+        return {"config": self._config(), "random_state": self.random_state, "device": self.device}
+
+    def set_params(self, **params):
+        """scikit-learn's set_params; `config__<field>` (the nested spelling) sets the field itself."""
+        return super().set_params(**{k.removeprefix("config__"): v for k, v in params.items()})
 
     def _device(self) -> str:
         try:
@@ -228,13 +269,22 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         return str(device)
 
     def _config(self):
-        """The config in force: the one given, else the defaults."""
+        """The config in force: the one given, else the defaults, with the fields set one by one (as
+        scikit-learn's searches set them: `logreg.set_params(l2_grid=(1e-3,))`) over it."""
         if self.config is None:
-            return self.config_class()
-        if not isinstance(self.config, self.config_class):
+            config = self.config_class()
+        elif not isinstance(self.config, self.config_class):
             raise UserError(f"{type(self).__name__} takes a {self.config_class.__name__} as config, "
                             f"got {type(self.config).__name__}")
-        return self.config
+        else:
+            config = self.config
+        from dataclasses import replace
+
+        from ..config import config_fields
+
+        given = {f.name: getattr(self, f.name) for f in config_fields(self.config_class)
+                 if getattr(self, f.name, None) is not None}
+        return replace(config, **given) if given else config
 
     def _seed(self) -> int:
         seed = 0 if self.random_state is None else self.random_state
@@ -293,7 +343,13 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         return stack, labels
 
     def _val_or_train(self, x, y, val):
-        """The few-shot validation split; without one, selection falls back to the training data."""
+        """The few-shot validation split; without one, selection falls back to the training data, and says so
+        (there every setting may fit perfectly, and ties go to the first of a grid)."""
+        if val is None:
+            warnings.warn(f"{type(self).__name__}.fit without val=: its hyperparameters and checkpoints are chosen "
+                          "on the training data itself, where many fit perfectly (ties go to the first of each "
+                          "grid, and logreg takes its first L2 strength); pass val=(X_val, y_val) to choose on "
+                          "held-out images", UserWarning, stacklevel=3)
         return val if val is not None else (x, y)
 
     def fit(self, x, y, *, text: TextFeatures | None = None, val=None) -> FewShotClassifier:
