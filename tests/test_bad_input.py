@@ -248,10 +248,16 @@ def test_an_unreachable_hub_is_one_line_and_fast(capsys, monkeypatch, tmp_path):
     from crossgate.encoders import openclip
 
     monkeypatch.setattr(openclip, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # unreachable, not offline by choice
+    monkeypatch.delenv("CROSSGATE_OFFLINE", raising=False)
     start = time.perf_counter()
     folder = make_folder(tmp_path / "imgs")
-    code = main(["extract", "--dataset", f"imagefolder:{folder}", "--backbone", "openclip:RN50/openai",
-                 "--cache-dir", str(tmp_path / "cache")])
+    argv = ["extract", "--dataset", f"imagefolder:{folder}", "--backbone", "openclip:RN50/openai",
+            "--cache-dir", str(tmp_path / "cache")]
+    code = main(argv)
     err = capsys.readouterr().err
     assert code == 2 and time.perf_counter() - start < 60
     assert err.count("\n") == 1 and "unreachable" in err and "--backbone lite" in err
+    code = main([*argv, "--offline"])  # offline by choice says so (issue 23), not "unreachable"
+    err = capsys.readouterr().err
+    assert code == 2 and "--offline (or HF_HUB_OFFLINE) forbids downloading" in err and "unreachable" not in err
