@@ -62,10 +62,11 @@ def test_01_train_replaces_its_own_model_and_an_empty_folder(capsys, tmp_path, t
     model, folder, tmp = trained
     (tmp_path / "empty").mkdir()
     assert run(capsys, *train_argv(tmp, folder, tmp_path / "empty"))[0] == 0
-    assert run(capsys, *train_argv(tmp, folder, tmp_path / "empty"))[0] == 0  # its own model now
+    assert "already holds a model" in run_error(capsys, *train_argv(tmp, folder, tmp_path / "empty"))  # issue 23
+    assert run(capsys, *train_argv(tmp, folder, tmp_path / "empty"), "--replace")[0] == 0  # its own model now
     (tmp_path / "empty" / "model.json").write_text((tmp_path / "empty" / "model.json").read_text() + " ")
     (tmp_path / "empty" / "extra.txt").write_text("mine")  # no longer only crossgate's two files
-    assert "not a crossgate model" in run_error(capsys, *train_argv(tmp, folder, tmp_path / "empty"))
+    assert "not a crossgate model" in run_error(capsys, *train_argv(tmp, folder, tmp_path / "empty"), "--replace")
 
 
 @pytest.mark.parametrize("out", [".", ".."])
@@ -537,7 +538,7 @@ def test_25_no_raw_library_warnings(capsys, tmp_path, caplog):
     x = rng.normal(size=(30, 8)).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        create_method("logreg").fit(x, np.arange(30))  # 1 shot of 30 classes
+        create_method("logreg").fit(x, np.arange(30), val=(x, np.arange(30)))  # 1 shot of 30 classes
         plot_accuracy({"m": {1: (50.0, 1.0, 3)}}, "photos \U0001F4F7 · lite")
         big = tmp_path / "big.png"
         Image.new("RGB", (12000, 8000)).save(big)  # 96 megapixels: past PIL's bomb warning

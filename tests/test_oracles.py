@@ -117,12 +117,12 @@ def _switched_off():
     from crossgate.methods.gda import GDAConfig
     from crossgate.methods.proker import ProKeRConfig
     from crossgate.methods.taskres import TaskResConfig
-    from crossgate.methods.tip import TipConfig
+    from crossgate.methods.tip import TipConfig, TipFConfig
 
     return {"gda": GDAConfig(alphas=(0.0,)), "proker": ProKeRConfig(lambdas=(0.0,)),
             "clap": CLAPConfig(epochs=0), "taskres": TaskResConfig(alphas=(0.0,)),
             "ape": APEConfig(alphas=(0.0,)), "tip": TipConfig(alphas=(0.0,)),
-            "tipf": TipConfig(alphas=(0.0,))}
+            "tipf": TipFConfig(alphas=(0.0,))}
 
 
 @pytest.mark.parametrize("method", sorted(_switched_off()))
