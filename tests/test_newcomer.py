@@ -170,3 +170,28 @@ def test_long_phases_say_what_they_do(capsys, tmp_path):
     folder = make_folder(tmp_path / "imgs", per_class=2)
     code, _, err = run(capsys, "predict", str(tmp_path / "m"), str(folder), "--cache-dir", str(tmp_path / "c"))
     assert code == 0 and "encoding 6 image(s): 6 img in" in err
+
+
+def test_the_figure_reads_on_a_slide():
+    """Issue 23: at most six methods a panel, each with its own colour, marker and line style; 1-shot points
+    stay near x = 1; a panel of gate-joint minus the best other method, seed by seed."""
+    import matplotlib.pyplot as plt
+
+    from crossgate.report import accuracy_figure
+
+    names = ["gate-joint", "a", "b", "c", "d", "e", "f", "g", "h", "zeroshot"]
+    by_method = {m: {k: (50.0 + i + k, 1.0, 3) for k in (1, 2, 4, 8, 16)} for i, m in enumerate(names)}
+    paired = {k: {"best_other": "h", "diffs": [0.5, -0.2, 1.0], "mean": 0.43, "std": 0.6} for k in (1, 2, 4, 8, 16)}
+    fig = accuracy_figure(by_method, "t", 10.0, paired)
+    first, rest, gap = fig.axes
+    for ax in (first, rest):
+        bars = ax.containers  # one errorbar per method: its data line first
+        lines = [bar.lines[0] for bar in bars]
+        styles = {(str(ln.get_color()), ln.get_marker(), ln.get_linestyle()) for ln in lines}
+        assert 0 < len(lines) <= 6 and len(styles) == len(lines)
+        xs = [x for ln in lines for x in ln.get_xdata() if x < 1.5]
+        assert max(xs) < 1.06 and min(xs) > 0.94
+    assert first.containers[0].get_label() == "gate-joint"
+    assert {b.get_label() for ax in (first, rest) for b in ax.containers} == set(names) - {"zeroshot"}
+    assert "minus the best other" in gap.get_title() and len(gap.collections) == 5
+    plt.close(fig)

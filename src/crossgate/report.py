@@ -448,43 +448,47 @@ def plot_file_name(dataset: str, backbone: str) -> str:
 PLOT_FORMATS = ("png", "pdf", "svg")  # a PNG to look at, vector files for a paper or a slide
 _MARKERS = "osD^v<>pP*Xhd"
 _LINES = ("-", "--", "-.", ":")
+STRONGEST = 5  # methods beside gate-joint in the first panel: those with the best mean over shot counts
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f")
+
+
+def _draw(ax, lines, all_shots, zero_shot, chance):
+    values = [v[0] - v[1] for per in lines.values() for v in per.values()] + \
+        [v[0] + v[1] for per in lines.values() for v in per.values()]
+    values = values or [y for y in (zero_shot, chance) if y is not None] or [0.0, 100.0]  # zero-shot alone
+    low, high = min(values), max(values)
+    pad = 0.06 * (high - low) + 1.0
+    # the reference lines where they fall inside the panel's own range (each panel zooms on its lines)
+    refs = [(y, label, style) for y, label, style in ((zero_shot, "zero-shot", (0, (5, 3))), (chance, "chance", ":"))
+            if y is not None and low - pad <= y <= high + pad]
+    for i, (method, per) in enumerate(lines.items()):
+        shots = sorted(per)
+        nudge = 2 ** (0.012 * (i - (len(lines) - 1) / 2))  # error bars side by side, still over their shot count
+        ours = method == "gate-joint"
+        ax.errorbar([k * nudge for k in shots], [per[k][0] for k in shots], yerr=[per[k][1] for k in shots],
+                    marker=_MARKERS[i % len(_MARKERS)], linestyle=_LINES[i % len(_LINES)],
+                    color="black" if ours else PALETTE[i % len(PALETTE)], markersize=6 if ours else 5,
+                    linewidth=2.4 if ours else 1.4, capsize=2, elinewidth=0.8, label=method, zorder=3 if ours else 2)
+    for y, label, style in refs:
+        ax.axhline(y, color="0.4", linestyle=style, linewidth=1.0, label=f"{label} ({y:.1f})")
+    ax.set_ylim(low - pad, high + pad)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(all_shots, [str(k) for k in all_shots])
+    ax.minorticks_off()
+    ax.set_xlabel("training images per class (shots)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=9, frameon=True, framealpha=0.85)
+    if not refs and zero_shot is not None:  # said, though off this panel's scale
+        ax.text(0.01, 0.01, f"zero-shot {zero_shot:.1f}" + (f", chance {chance:.1f}" if chance else "") + " (below)",
+                transform=ax.transAxes, fontsize=8, color="0.35")
 
 
 def plot_accuracy(by_method: dict[str, dict[int, tuple]], title: str, chance: float | None = None,
-                  fmt: str = "png") -> bytes:
-    """Accuracy against shots, one line per method (its own marker and line style; error bars = std over
-    seeds, nudged sideways per method so that they do not hide each other), with zero-shot and chance as
-    horizontal reference lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+                  fmt: str = "png", paired: dict | None = None) -> bytes:
+    """The figure of accuracy_figure, as `fmt` bytes (PNG, PDF or SVG)."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8.6, 4.8), dpi=150)
-    lines = {m: per for m, per in by_method.items() if m != "zeroshot"}
-    colors = plt.get_cmap("tab20").colors
-    for i, (method, per) in enumerate(lines.items()):
-        shots = sorted(per)
-        nudge = 2 ** (0.03 * (i - (len(lines) - 1) / 2))  # on the log2 axis: a fixed small offset per method
-        ax.errorbar([k * nudge for k in shots], [per[k][0] for k in shots], yerr=[per[k][1] for k in shots],
-                    marker=_MARKERS[i % len(_MARKERS)],  # solid lines while markers tell methods apart
-                    linestyle=_LINES[0] if i < len(_MARKERS) else _LINES[i % len(_LINES)],
-                    color="black" if method == "gate-joint" else colors[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20],
-                    markersize=5, linewidth=2.0 if method == "gate-joint" else 1.0, capsize=2, elinewidth=0.8,
-                    label=method)
-    if "zeroshot" in by_method:
-        level = sum(v[0] for v in by_method["zeroshot"].values()) / len(by_method["zeroshot"])
-        ax.axhline(level, color="0.35", linestyle="--", linewidth=1.0, label=f"zero-shot ({level:.1f})")
-    if chance is not None:
-        ax.axhline(chance, color="0.6", linestyle=":", linewidth=1.0, label=f"chance ({chance:.1f})")
-    ax.set_xscale("log", base=2)
-    all_shots = sorted({k for per in by_method.values() for k in per})
-    ax.set_xticks(all_shots, [str(k) for k in all_shots])
-    ax.set_xlabel("training images per class (shots)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    fig = accuracy_figure(by_method, title, chance, paired)
     buf = io.BytesIO()
     with warnings.catch_warnings(record=True) as caught:  # matplotlib warns once per glyph its font lacks
         warnings.simplefilter("always")
@@ -496,6 +500,59 @@ def plot_accuracy(by_method: dict[str, dict[int, tuple]], title: str, chance: fl
         logging.getLogger("crossgate").warning("the plot's font cannot draw %s in %r; they show as boxes",
                                                ", ".join(missing), title)
     return buf.getvalue()
+
+
+def accuracy_figure(by_method: dict[str, dict[int, tuple]], title: str, chance: float | None = None,
+                    paired: dict | None = None):
+    """Accuracy against shots in panels a slide can show: gate-joint with the strongest other methods, the
+    rest of the methods, and (given `paired`, report.paired_differences of this dataset) gate-joint minus
+    the best other method seed by seed, which is the claim. Every method has its own colour, marker and
+    line style within a panel; error bars are the std over seeds; each panel zooms on its own lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = {m: per for m, per in by_method.items() if m != "zeroshot"}
+    mean = {m: sum(v[0] for v in per.values()) / len(per) for m, per in methods.items()}
+    others = sorted((m for m in methods if m != "gate-joint"), key=lambda m: -mean[m])
+    first = (["gate-joint"] if "gate-joint" in methods else []) + others[:STRONGEST]
+    rest = [m for m in methods if m not in first]
+    panels = [("gate-joint and the strongest" if "gate-joint" in methods else "the strongest", first)]
+    if rest:
+        panels.append(("the other methods", rest))
+    n = len(panels) + (1 if paired else 0)
+    fig, axes = plt.subplots(1, n, figsize=(5.4 * n, 4.8), dpi=150, squeeze=False)
+    axes = list(axes[0])
+    all_shots = sorted({k for per in by_method.values() for k in per})
+    zero_shot = (sum(v[0] for v in by_method["zeroshot"].values()) / len(by_method["zeroshot"])
+                 if "zeroshot" in by_method else None)
+    for ax, (name, names) in zip(axes, panels, strict=False):  # the last axes may be the paired panel
+        _draw(ax, {m: methods[m] for m in names}, all_shots, zero_shot, chance)
+        ax.set_title(name, fontsize=11)
+    axes[0].set_ylabel("test accuracy (%)", fontsize=10)
+    if paired:
+        ax = axes[-1]
+        shots = sorted(paired)
+        for k in shots:
+            d = paired[k]["diffs"]
+            ax.scatter([k] * len(d), d, color="0.45", s=18, zorder=2, label="one seed" if k == shots[0] else None)
+        ax.plot(shots, [paired[k]["mean"] for k in shots], color="black", marker="o", linewidth=2.2,
+                label="mean over seeds", zorder=3)
+        for k in shots:
+            ax.annotate(paired[k]["best_other"], (k, paired[k]["mean"]), textcoords="offset points", xytext=(0, 8),
+                        ha="center", fontsize=8, color="0.25")
+        ax.axhline(0, color="0.35", linewidth=1.0)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(shots, [str(k) for k in shots])
+        ax.minorticks_off()
+        ax.set_xlabel("training images per class (shots)", fontsize=10)
+        ax.set_ylabel("gate-joint minus the best other (points)", fontsize=10)
+        ax.set_title("gate-joint minus the best other method, same draws", fontsize=11)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=9, framealpha=0.85)
+    fig.suptitle(title, fontsize=12)
+    return fig
 
 
 def chance_level(rows: list[dict]) -> float | None:
@@ -528,13 +585,14 @@ def write_reports(out: Path, rows: list[dict] | None = None) -> list[Path]:
     out = OutputFolder(out)
     rows = read_rows(out.path / "results.jsonl") if rows is None else rows
     files = {"summary.md": summary_markdown(rows).encode(), "summary.csv": summary_csv(rows).encode()}
+    paired = paired_differences(rows)
     for (dataset, backbone), by_method in summarize(rows).items():
         mine = [r for r in rows if r["dataset"] == dataset and r["backbone"] == backbone]
         seeds = ",".join(str(s) for s in sorted({r["seed"] for r in mine}))
         title = f"{dataset} · {backbone} · mean ± std over seeds {seeds}"
         for fmt in PLOT_FORMATS:
             files[plot_file_name(dataset, backbone).replace(".png", f".{fmt}")] = plot_accuracy(
-                by_method, title, chance_level(mine), fmt)
+                by_method, title, chance_level(mine), fmt, paired.get((dataset, backbone)))
     for protocol in other_protocols(rows):  # their own plots, titled with what they saw
         for (dataset, backbone), by_method in summarize(rows, select_on=protocol).items():
             mine = [r for r in rows if r["dataset"] == dataset and r["backbone"] == backbone]
