@@ -195,3 +195,26 @@ def test_the_figure_reads_on_a_slide():
     assert {b.get_label() for ax in (first, rest) for b in ax.containers} == set(names) - {"zeroshot"}
     assert "minus the best other" in gap.get_title() and len(gap.collections) == 5
     plt.close(fig)
+
+
+def test_the_estimate_is_this_machine_s(capsys, tmp_path):
+    """Issue 23: the first plan times a batch; a later plan uses the speeds the last run measured."""
+    from crossgate import timings
+    from crossgate.bench import BenchConfig, fit_seconds_estimate
+
+    cache = tmp_path / "c"
+    base = ["bench", "--backbone", "tiny-clip", "--methods", "zeroshot,logreg", "--shots", "1", "--seeds", "1",
+            "--corrupt", "none", "--cache-dir", str(cache), "--jobs", "1"]
+    first = run(capsys, *base, "--out", str(tmp_path / "a"))[1].splitlines()[0]
+    assert "from one timed batch and rough fit times" in first
+    measured = timings.load(cache)
+    assert measured["encode"] and {"zeroshot/1", "logreg/1"} <= set(measured["fit"])
+    second = run(capsys, *base, "--out", str(tmp_path / "b"))[1].splitlines()[0]
+    assert "from this machine's measured speeds" in second
+    config = BenchConfig(methods=("logreg",), jobs=1)
+    assert fit_seconds_estimate(config, [("logreg", 1, 1)] * 10, {"fit": {"logreg/1": 2.0}, "overhead": 1.5}) \
+        == pytest.approx(30.0)
+    (cache / timings.FILE).write_text("{not json")  # a damaged file is ignored, then replaced
+    assert timings.load(cache) == {}
+    timings.record(cache, fit={"logreg/1": 1.0})
+    assert timings.load(cache)["fit"] == {"logreg/1": 1.0}

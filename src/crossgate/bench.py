@@ -249,17 +249,24 @@ def fit_processes(config: BenchConfig, runs: list[tuple]) -> int:
     return max(1, min(config.jobs, len({(k, s) for _, k, s in runs}), os.cpu_count() or 1))
 
 
-def fit_seconds_estimate(config: BenchConfig, runs: list[tuple]) -> float:
-    """About how long `runs` take to fit and score, spread over the worker processes (calibrated on the
-    demo: 74 s of fits measured on two cores)."""
-    total = SCORE_SECONDS_PER_VIEW * (1 + len(config.corruptions)) * len(runs)
-    for method, _, _ in runs:
+def fit_seconds_estimate(config: BenchConfig, runs: list[tuple], measured: dict | None = None) -> float:
+    """About how long `runs` take to fit and score, spread over the worker processes: from this machine's
+    measured seconds per (method, shots) and overhead (timings.py) where it has them, else from rough
+    per-method constants."""
+    measured = measured or {}
+    fits, overhead = measured.get("fit", {}), measured.get("overhead")
+    total = 0.0 if overhead else SCORE_SECONDS_PER_VIEW * (1 + len(config.corruptions)) * len(runs)
+    for method, shots, _ in runs:
         search = config.configs.get(method)
-        if method in ("linear", "crossmodal"):
+        if f"{method}/{shots}" in fits:
+            total += fits[f"{method}/{shots}"]
+        elif method in ("linear", "crossmodal"):
             total += PROBE_SECONDS_PER_UPDATE * (getattr(search, "iterations", None) or 12_800)
         else:
             total += FIT_SECONDS.get(method, 0.1)
     processes = fit_processes(config, runs)
+    if overhead:  # measured: scoring, worker start-up and idle cores included
+        return total * overhead / processes
     # processes share memory bandwidth (about 15% slower each on two cores), and each imports torch first
     return total / processes * (1.15 if processes > 1 else 1.0) + (3.0 if processes > 1 else 0.0)
 

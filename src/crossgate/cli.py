@@ -746,8 +746,10 @@ def _bench_one(args, settings) -> list[dict]:
     check_out_folder(config.out)  # what the run will write, checked before any work
     mixing = check_before_work(config)  # and whether the rows there are comparable
     todo = pending_runs(config)
-    built = _say_plan(args, settings, config, n_runs, todo, mixing)
+    built, to_encode = _say_plan(args, settings, config, n_runs, todo, mixing)
+    start = time.perf_counter()
     encoder, dataset, feats = _load(args, settings, built)
+    encode_seconds = time.perf_counter() - start
     # images left out as unreadable (--on-bad-image skip) change every number: part of what must match to resume
     skipped = {s: len(dataset.split(s)) - len(feats.split(s).labels) for s in ("train", "val", "test")}
     config.setup["skipped_images"] = {s: n for s, n in skipped.items() if n}
@@ -757,9 +759,31 @@ def _bench_one(args, settings) -> list[dict]:
 
         draws = dict.fromkeys((k, s) for m, k, s in todo if METHODS.factory(m).aug_views)  # only where used
         feats = add_augmented_views(feats, feature_cache(settings), encoder, dataset, list(draws), args.aug_views)
-    with progress(total=len(todo), desc="fits", unit="run", enabled=settings.progress) as bar:
-        return run_bench(config, feats, encoder.identity, dataset_identity=dataset.identity,
+    start = time.perf_counter()
+    with progress(total=len(todo), desc="fits", unit="run", enabled=settings.progress, milestones=True) as bar:
+        rows = run_bench(config, feats, encoder.identity, dataset_identity=dataset.identity,
                          on_run=lambda row, key: bar.update(1) if row is not None else None)
+    _record_timings(settings, config, encoder, to_encode, encode_seconds, todo, rows, time.perf_counter() - start)
+    return rows
+
+
+def _record_timings(settings, config, encoder, to_encode: int, encode_seconds: float, todo: list, rows: list,
+                    fit_wall: float) -> None:
+    """This run's measured speeds into CACHE_DIR/timings.json, for the next plan's estimate (timings.py)."""
+    from . import timings
+    from .bench import fit_processes
+
+    encode = {encoder.identity: to_encode / encode_seconds} if to_encode >= 64 and encode_seconds > 0 else {}
+    done = {(m, k, s) for m, k, s in todo}
+    fits: dict = {}
+    for r in rows:
+        if r.get("corruption") is None and r.get("eval_set") is None and (r["method"], r["shots"], r["seed"]) in done:
+            fits.setdefault(f"{r['method']}/{r['shots']}", []).append(r.get("fit_seconds", 0.0))
+    fit = {key: sum(v) / len(v) for key, v in fits.items()}
+    fitted = sum(sum(v) for v in fits.values())
+    # what scoring, the corrupted copies, worker start-up and idle cores add to the fits themselves
+    overhead = fit_wall * fit_processes(config, todo) / fitted if fitted > 1.0 else None
+    timings.record(settings.cache_dir, encode=encode, fit=fit, overhead=overhead)
 
 
 def _base_to_new_methods(asked: tuple) -> tuple:
@@ -794,7 +818,7 @@ def _say_plan(args, settings, config, n_runs: int, todo: list, mixing: str = "")
     if not todo:
         print(f"crossgate {args.command}: all {n_runs} runs are already in {out / 'results.jsonl'}; rebuilding "
               f"the reports{mixing}")
-        return None, None
+        return (None, None), 0
     dataset = load_dataset(args.dataset, settings, templates=args.templates,
                                prompts=getattr(args, "prompts", None))
     encoder = create_encoder(args.backbone, cache_dir=settings.cache_dir, device=settings.torch_device(),
@@ -802,16 +826,28 @@ def _say_plan(args, settings, config, n_runs: int, todo: list, mixing: str = "")
     shifted = [load_dataset(name, settings) for name in config.shifts]  # their images are encoded too
     to_encode, total = feature_cache(settings).images_to_encode(encoder, dataset, args.flip, args.corrupt,
                                                                 args.corrupt_seed, args.corrupt_per_class, shifted)
+    from . import timings
+
     device = settings.torch_device()
     cores = os.cpu_count() or 1
-    # images/s measured (README, Speed): lite ~22 per CPU core; a CLIP-sized model about 5; a GPU thousands
-    rate = 2000 if device.startswith("cuda") else (22 if args.backbone == "lite" else 5) * cores
+    measured = timings.load(settings.cache_dir)
+    # this machine's last measured encoding speed; else a first guess (README, Speed: lite ~22 img/s per CPU
+    # core, a CLIP-sized model about 5, a GPU thousands), replaced by a measurement after this run
+    rate = measured.get("encode", {}).get(encoder.identity)
+    basis = "this machine's measured speeds"
+    if not rate and to_encode:
+        rate, basis = _timed_first_batch(encoder, dataset, settings), "one timed batch"
+    if not rate:
+        rate, basis = 2000 if device.startswith("cuda") else (22 if args.backbone == "lite" else 5) * cores, \
+            "a first guess"
+    if not measured.get("fit"):
+        basis += " and rough fit times; this run is timed for the next"
     from .methods import METHODS
 
     # each draw's training images, N times, for the methods that use them (cached ones are not known yet)
     aug = args.aug_views * len(dataset.classnames) * sum(
         k for k, _ in dict.fromkeys((k, s) for m, k, s in todo if METHODS.factory(m).aug_views))
-    seconds = (to_encode + aug) / rate + fit_seconds_estimate(config, todo)
+    seconds = (to_encode + aug) / rate + fit_seconds_estimate(config, todo, measured)
     processes = fit_processes(config, todo)
     n_corrupt = len(config.corruptions)
     corrupt = f", each scored on {n_corrupt} corruption{'s' * (n_corrupt != 1)}" if n_corrupt else ""
@@ -822,10 +858,28 @@ def _say_plan(args, settings, config, n_runs: int, todo: list, mixing: str = "")
           f"{dataset.name} with {args.backbone}; {to_encode:,} of {total:,} images to encode "
           f"({'all cached' if not to_encode else 'the rest cached' if to_encode < total else 'none cached yet'})"
           + (f" and up to {aug:,} augmented views of training images" if aug else "") + "; "
-          f"about {_duration(seconds)} on this machine ({device}, {processes} fit process(es)). Results go to "
+          f"about {_duration(seconds)} on this machine ({device}, {processes} fit process(es); "
+          f"from {basis}). "
+          "Results go to "
           f"{out}/ (results.jsonl, summary.md, summary.csv, plots){mixing}.", flush=True)
     ensure_writable_dir(out, "output folder", "--out")  # the folder exists from the start
-    return dataset, encoder
+    return (dataset, encoder), to_encode
+
+
+def _timed_first_batch(encoder, dataset, settings, n: int = 16) -> float | None:
+    """Images per second of one small batch of the dataset through the encoder (a first run on a machine:
+    a measurement, not a constant); None when it cannot be read now (the images come later)."""
+    from .extraction import encode_batches
+
+    try:
+        items = dataset.split("train")
+        positions = list(range(min(n, len(items))))
+        start = time.perf_counter()
+        for _ in encode_batches(encoder, items, positions, len(positions), 0):
+            pass
+        return len(positions) / (time.perf_counter() - start) if positions else None
+    except (UserError, OSError):  # not downloaded yet, or unreadable: the run will say so itself
+        return None
 
 
 def _duration(seconds: float) -> str:
