@@ -219,6 +219,14 @@ def method_configs_from(args, methods=None, command_defaults: dict | None = None
     return configs
 
 
+def bench_method_configs(args) -> dict:
+    """bench's and demo's method configs: the flags given, over the demo's own probe defaults in the demo."""
+    from .methods import METHODS
+
+    return method_configs_from(args, args.methods or METHODS.names(),
+                               {"probe": DEMO_PROBE} if args.command == "demo" else None)
+
+
 def add_template_flag(p: argparse.ArgumentParser, flip_help: str = "also train on horizontally mirrored copies "
                       "of the training images (Lin et al.'s flip view)") -> None:
     p.add_argument("--flip", action="store_true", help=flip_help)
@@ -724,8 +732,7 @@ def _bench_one(args, settings) -> list[dict]:
 
     config = BenchConfig(dataset=args.dataset, backbone=args.backbone, shots=args.shots, seeds=args.seeds,
                          methods=args.methods, out=args.out, jobs=args.jobs,
-                         configs=method_configs_from(args, args.methods or METHODS.names(),
-                                                     {"probe": DEMO_PROBE} if args.command == "demo" else None),
+                         configs=bench_method_configs(args),
                          setup={"train_views": ["center", "flip"] if args.flip else ["center"],
                                 "templates": args.templates, "corrupt_seed": args.corrupt_seed,
                                 "aug_views": args.aug_views, "protocol": args.protocol,
