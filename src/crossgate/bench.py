@@ -332,12 +332,11 @@ def _check_comparable(path: Path, existing: list[dict], config: BenchConfig, met
                             "they would not be comparable: choose another --out")
 
 
-def check_before_work(config: BenchConfig) -> str:
-    """Refuse, before anything is encoded or fitted, a run whose settings differ from the rows already in
+def check_before_work(config: BenchConfig, rows: list[dict]) -> str:
+    """Refuse, before anything is encoded or fitted, a run whose settings differ from the `rows` already in
     its folder (what needs the features, the backbone and dataset identities, is checked again later).
     Returns a note for the plan's first line when the folder's tables will compare other seed sets."""
-    existing = [r for r in read_rows(Path(config.out).expanduser() / "results.jsonl")
-                if r.get("dataset") == config.dataset and r.get("backbone") == config.backbone]
+    existing = [r for r in rows if r.get("dataset") == config.dataset and r.get("backbone") == config.backbone]
     methods = config.resolved_methods()
     _check_comparable(Path(config.out).expanduser() / "results.jsonl", existing, config, methods, "", None)
     seeds_of: dict = {}

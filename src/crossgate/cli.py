@@ -729,6 +729,7 @@ def _bench_one(args, settings) -> list[dict]:
     from .bench import BenchConfig, check_before_work, check_out_folder, pending_runs, run_bench
     from .methods import METHODS
     from .progress import progress
+    from .results import read_rows
 
     config = BenchConfig(dataset=args.dataset, backbone=args.backbone, shots=args.shots, seeds=args.seeds,
                          methods=args.methods, out=args.out, jobs=args.jobs,
@@ -751,8 +752,9 @@ def _bench_one(args, settings) -> list[dict]:
                         "default protocol")
     n_runs = len(config.resolved_methods()) * len(config.shots) * len(config.seeds)  # validates names early
     check_out_folder(config.out)  # what the run will write, checked before any work
-    mixing = check_before_work(config)  # and whether the rows there are comparable
-    todo = pending_runs(config)
+    existing = read_rows(config.out.expanduser() / "results.jsonl")  # read once for both
+    mixing = check_before_work(config, existing)  # and whether the rows there are comparable
+    todo = pending_runs(config, existing)
     built, to_encode = _say_plan(args, settings, config, n_runs, todo, mixing)
     start = time.perf_counter()
     encoder, dataset, feats = _load(args, settings, built)
@@ -843,7 +845,7 @@ def _say_plan(args, settings, config, n_runs: int, todo: list, mixing: str = "")
     rate = measured.get("encode", {}).get(encoder.identity)
     basis = "this machine's measured speeds"
     if not rate and to_encode:
-        rate, basis = _timed_first_batch(encoder, dataset, settings), "one timed batch"
+        rate, basis = _timed_first_batch(encoder, dataset), "one timed batch"
     if not rate:
         rate, basis = 2000 if device.startswith("cuda") else (22 if args.backbone == "lite" else 5) * cores, \
             "a first guess"
@@ -873,7 +875,7 @@ def _say_plan(args, settings, config, n_runs: int, todo: list, mixing: str = "")
     return (dataset, encoder), to_encode
 
 
-def _timed_first_batch(encoder, dataset, settings, n: int = 16) -> float | None:
+def _timed_first_batch(encoder, dataset, n: int = 16) -> float | None:
     """Images per second of one small batch of the dataset through the encoder (a first run on a machine:
     a measurement, not a constant); None when it cannot be read now (the images come later)."""
     from .extraction import encode_batches

@@ -14,6 +14,7 @@ from .cache import DatasetFeatures, FeatureCache
 from .errors import UserError
 from .methods import FewShotClassifier, create_method, new_class_methods
 from .model import jsonable
+from .results import harmonic_mean
 
 
 def feature_cache(settings) -> FeatureCache:
@@ -118,9 +119,7 @@ def fit_one(features: DatasetFeatures, method: str, shots: int | str, seed: int,
     clf = make_method(method, seed, config, device)
     # methods built on others (gate-joint) take the draw's fits already made instead of refitting them
     extra_args = {"fitted_bases": fitted} if fitted and "fitted_bases" in inspect.signature(clf.fit).parameters else {}
-    views = features.augmented.get((shots, seed))
-    if views is not None and clf.aug_views:  # --aug-views, for the methods whose official code uses them
-        extra_args["views"] = (views, features.train.labels[split.train])
+    extra_args.update(_views_for(clf, features, shots, seed, split.train))
     start = time.perf_counter()
     clf.fit(xtr, ytr, text=features.text, val=(xval, yval), **extra_args)
     fit_seconds = time.perf_counter() - start
@@ -139,17 +138,13 @@ def fit_one(features: DatasetFeatures, method: str, shots: int | str, seed: int,
         "n_train": len(ytr), "n_val": len(yval), "n_test": len(features.test.labels),
         "n_classes": len(features.classnames),
         "split_source": split.source, "train_views": features.train_views(), "select_on": select_on,
-        "aug_views_used": len(views) if "views" in extra_args else 0,
+        "aug_views_used": len(extra_args["views"][0]) if "views" in extra_args else 0,
     }
 
 
 def base_class_count(n_classes: int) -> int:
     """CoCoOp's base-to-new split: classes in label order, the first ceil(C/2) are base, the rest new."""
     return math.ceil(n_classes / 2)
-
-
-def harmonic_mean(a: float, b: float) -> float:
-    return 0.0 if a + b == 0 else 2 * a * b / (a + b)
 
 
 def fit_base_to_new(features: DatasetFeatures, method: str, shots: int, seed: int, config=None, device: str = "cpu",
@@ -168,10 +163,7 @@ def fit_base_to_new(features: DatasetFeatures, method: str, shots: int, seed: in
     xtr, ytr = features.few_shot_train(split.train[base_train])
     xval, yval = selection_images(features, split, select_on)
     xval, yval = xval[yval < n_base], yval[yval < n_base]
-    extra = {}
-    views = features.augmented.get((shots, seed))
-    if views is not None and clf.aug_views:
-        extra["views"] = (views[:, base_train], features.train.labels[split.train][base_train])
+    extra = _views_for(clf, features, shots, seed, split.train, base_train)
     text = features.text.of_classes(np.arange(n_base))
     start = time.perf_counter()
     clf.fit(xtr, ytr, text=text, val=(xval, yval), **extra)
@@ -189,8 +181,18 @@ def fit_base_to_new(features: DatasetFeatures, method: str, shots: int, seed: in
         "n_train": len(ytr), "n_val": len(yval), "n_test_base": int(is_base.sum()),
         "n_test_new": int((~is_base).sum()), "n_test": len(test.labels), "n_classes": n_classes,
         "n_base_classes": n_base, "split_source": split.source, "train_views": features.train_views(),
-        "select_on": select_on, "aug_views_used": len(views) if "views" in extra else 0,
+        "select_on": select_on, "aug_views_used": len(extra["views"][0]) if extra else 0,
     }
+
+
+def _views_for(clf, features: DatasetFeatures, shots, seed: int, rows: np.ndarray, keep=None) -> dict:
+    """{"views": (augmented passes, labels)} of the draw's training images (`keep`: a mask of them) when
+    --aug-views cached some and the method's official code uses them; else {}."""
+    views = features.augmented.get((shots, seed))
+    if views is None or not clf.aug_views:
+        return {}
+    keep = np.ones(len(rows), bool) if keep is None else keep
+    return {"views": (views[:, keep], features.train.labels[rows][keep])}
 
 
 def encode_files(encoder, files: list[Path], settings) -> tuple[np.ndarray, list[Path], list[Path]]:

@@ -18,6 +18,7 @@ from .results import (
     SELECT_ON,
     base_to_new_row,
     clean_row,
+    harmonic_mean,
     main_row,
     read_rows,
     selected_on,
@@ -235,8 +236,7 @@ def base_to_new_markdown(rows: list[dict]) -> str:
                   "| method | shots | base | new | HM (per draw) | HM of the means |", "|---|---:|---:|---:|---:|---:|"]
         for method, per in by_method.items():
             for shots, cell in per.items():
-                hm_of_means = 0.0 if cell["base"][0] + cell["new"][0] == 0 else (
-                    2 * cell["base"][0] * cell["new"][0] / (cell["base"][0] + cell["new"][0]))
+                hm_of_means = harmonic_mean(cell["base"][0], cell["new"][0])
                 parts.append(f"| {method} | {shots} | " + " | ".join(f"{cell[p][0]:.1f} ± {cell[p][1]:.1f}"
                                                                       for p in ("base", "new", "hm"))
                              + f" | {hm_of_means:.1f} |")

@@ -30,6 +30,11 @@ def run_key(row: dict) -> tuple:
                                              selected_on(row))
 
 
+def harmonic_mean(a: float, b: float) -> float:
+    """Of base and new accuracy (base-to-new); 0 when both are 0."""
+    return 0.0 if a + b == 0 else 2 * a * b / (a + b)
+
+
 def clean_row(row: dict) -> bool:
     """A few-shot row of the dataset's own clean test split (not a corrupted copy, not a shift set, not
     base-to-new, whose rows have a table of their own), any selection protocol."""

@@ -31,6 +31,10 @@ def load(cache_dir: Path) -> dict:
     return mine if isinstance(mine, dict) else {}
 
 
+def _running_mean(old, new: float) -> float:
+    return new if not isinstance(old, (int, float)) else (1 - WEIGHT) * old + WEIGHT * new
+
+
 def record(cache_dir: Path, encode: dict | None = None, fit: dict | None = None,
            overhead: float | None = None) -> None:
     """Fold new measurements into this machine's records (encode: identity -> img/s; fit: "method/shots" ->
@@ -47,11 +51,9 @@ def record(cache_dir: Path, encode: dict | None = None, fit: dict | None = None,
     for kind, new in (("encode", encode or {}), ("fit", fit or {})):
         table = mine.setdefault(kind, {})
         for key, value in new.items():
-            old = table.get(key)
-            table[key] = value if not isinstance(old, (int, float)) else (1 - WEIGHT) * old + WEIGHT * value
+            table[key] = _running_mean(table.get(key), value)
     if overhead is not None:
-        old = mine.get("overhead")
-        mine["overhead"] = overhead if not isinstance(old, (int, float)) else (1 - WEIGHT) * old + WEIGHT * overhead
+        mine["overhead"] = _running_mean(mine.get("overhead"), overhead)
     try:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, json.dumps(data, indent=1, sort_keys=True).encode())
