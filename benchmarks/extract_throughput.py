@@ -94,6 +94,7 @@ def main(argv=None) -> int:
     from crossgate.cache import FeatureCache
     from crossgate.datasets import load_dataset
     from crossgate.encoders import create_encoder
+    from crossgate.extraction import keep_freed_memory
     from crossgate.settings import Settings
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -112,6 +113,8 @@ def main(argv=None) -> int:
 
     settings = Settings(device=args.device, workers=args.workers, decode=args.decode)
     device, workers = settings.torch_device(), settings.loader_workers()
+    if device == "cpu":
+        keep_freed_memory()  # as the extraction does, so that both clocks see the same allocator
     encoder = create_encoder(args.backbone, cache_dir=settings.cache_dir, device=device, decode=args.decode)
     subset = FirstImages(load_dataset(args.dataset, settings), args.n, args.split)
     items = subset.split("test")
