@@ -75,7 +75,7 @@ def test_probe_adamw_equals_torch_adamw_step_for_step():
     init = torch.from_numpy(rng.normal(size=(d, c)).astype(np.float32)) * 0.1
     settings = [(1e-3, 1e-2), (1e-2, 0.0)]
     search = ProbeSearch(iterations=steps, warmup=10)
-    w = init[None].repeat(2, 1, 1)
+    w = init.T.contiguous()[None].repeat(2, 1, 1)  # the track holds (settings, classes, dims)
     track = _Track(ids=[0, 1], lr=torch.tensor([s[0] for s in settings]).view(-1, 1, 1),
                    wd=torch.tensor([s[1] for s in settings]).view(-1, 1, 1), n_img=bs, n_txt=0, w=w,
                    m=torch.zeros_like(w), v=torch.zeros_like(w), gens=[])
@@ -93,7 +93,7 @@ def test_probe_adamw_equals_torch_adamw_step_for_step():
             F.cross_entropy(LOGIT_SCALE * pool[idx[j]] @ p, labels[idx[j]]).backward()
             opt.step()
     for j, p in enumerate(params):
-        np.testing.assert_allclose(track.w[j].numpy(), p.detach().numpy(), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(track.w[j].T.numpy(), p.detach().numpy(), rtol=1e-4, atol=1e-6)
 
 
 def test_logreg_equals_sklearn_logistic_regression_at_the_same_penalty():

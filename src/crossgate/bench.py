@@ -244,6 +244,29 @@ PROBE_SECONDS_PER_UPDATE = 9.0 / 12_800
 SCORE_SECONDS_PER_VIEW = 0.012  # scoring one fitted head on the test set or one corrupted copy of it
 
 
+def worker_context():
+    """Where fit workers come from: forked from a fork server that imported crossgate and nothing else, so a
+    worker starts in milliseconds and no thread of this process (OpenMP's, a tokenizer's) is forked with it,
+    which can deadlock a child; spawn where there is no fork server (Windows)."""
+    import multiprocessing as mp
+
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["crossgate.bench"])
+    return ctx
+
+
+def start_fit_workers_early(config: BenchConfig, runs: list[tuple]) -> None:
+    """Start the fork server now, when `runs` will need worker processes: it imports torch, scikit-learn and
+    crossgate (5-8 s of one core) while this process loads the features, instead of each worker doing it
+    after them."""
+    if fit_processes(config, runs) > 1 and worker_context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
 def fit_processes(config: BenchConfig, runs: list[tuple]) -> int:
     """Worker processes fitting `runs`: no more than draws or cores (each imports torch; more would only wait)."""
     return max(1, min(config.jobs, len({(k, s) for _, k, s in runs}), os.cpu_count() or 1))
@@ -396,10 +419,7 @@ def _run_locked(config, features, backbone_identity, dataset_identity, methods, 
                 on_run(result[0], (config.dataset, config.backbone, m, job[1], job[2]))
 
     if config.jobs > 1 and len(jobs) > 1:
-        import multiprocessing as mp
-
-        # spawn, not fork: forking a process that holds OpenMP or tokenizer threads can deadlock the child
-        ctx = mp.get_context("spawn")
+        ctx = worker_context()
         # the costliest draws (most shots) start first, so no worker idles at the end on one long draw;
         # rows are still written in grid order, each as soon as every draw before it is done
         order = sorted(range(len(jobs)), key=lambda i: -jobs[i][1])

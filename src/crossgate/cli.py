@@ -726,7 +726,7 @@ def _suite_preflight(args, settings) -> list[str]:
 
 def _bench_one(args, settings) -> list[dict]:
     """One dataset's runs into args.out (resumed); the rows of this dataset and backbone."""
-    from .bench import BenchConfig, check_before_work, check_out_folder, pending_runs, run_bench
+    from .bench import BenchConfig, check_before_work, check_out_folder, pending_runs, run_bench, start_fit_workers_early
     from .methods import METHODS
     from .progress import progress
     from .results import read_rows
@@ -756,6 +756,7 @@ def _bench_one(args, settings) -> list[dict]:
     mixing = check_before_work(config, existing)  # and whether the rows there are comparable
     todo = pending_runs(config, existing)
     built, to_encode = _say_plan(args, settings, config, n_runs, todo, mixing)
+    start_fit_workers_early(config, todo)
     start = time.perf_counter()
     encoder, dataset, feats = _load(args, settings, built)
     encode_seconds = time.perf_counter() - start

@@ -56,7 +56,9 @@ class Encoder(ABC):
         """What makes the numbers, the cache key: the model, plus the device and precision where they are
         not the CPU's fp32 (kernels round differently) and the tensor decode (its resize rounds differently
         from PIL's). Two encoders with equal identity give equal features."""
-        return self.model_identity + numerics_suffix(self.device, self.precision, self.decode, self.pixel_spec)
+        # the pixel spec only where it names the numbers (the tensor decode): building it can load torchvision
+        spec = self.pixel_spec if self.decode != "pil" else None
+        return self.model_identity + numerics_suffix(self.device, self.precision, self.decode, spec)
 
     @abstractmethod
     def encode_images(self, pixels: torch.Tensor) -> np.ndarray:

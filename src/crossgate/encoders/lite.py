@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision import transforms as T
 
 from ..storage import load_arrays, save_arrays
 from .base import BACKBONES, Encoder, to_rgb
@@ -122,19 +121,24 @@ class LiteEncoder(Encoder):
 
     def __init__(self, cache_dir: Path | None = None, device: str = "cpu"):
         self.device = device
-        self.preprocess = T.Compose([
+        self._weights = (f"effnet-lite0@{_file_digest(efficientnet_lite0_weights_path())}+"
+                         f"minilm-l6-v2@{_file_digest(minilm_path() / 'model.safetensors')}")
+        self._cache_dir = Path(cache_dir).expanduser() if cache_dir else None
+        self._map: dict[str, np.ndarray] | None = None
+
+    # Built on first use, so that a run whose features are all cached loads no model (nor torchvision: 3 s).
+    @cached_property
+    def preprocess(self):
+        from torchvision import transforms as T
+
+        return T.Compose([
             to_rgb,
             T.Resize(IMAGE_SIZE, interpolation=T.InterpolationMode.BICUBIC),
             T.CenterCrop(IMAGE_SIZE),
             T.ToTensor(),
             T.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
         ])
-        self._weights = (f"effnet-lite0@{_file_digest(efficientnet_lite0_weights_path())}+"
-                         f"minilm-l6-v2@{_file_digest(minilm_path() / 'model.safetensors')}")
-        self._cache_dir = Path(cache_dir).expanduser() if cache_dir else None
-        self._map: dict[str, np.ndarray] | None = None
 
-    # Loaded on first use, so that a run whose features are all cached loads no model.
     @cached_property
     def image_model(self) -> torch.nn.Module:
         # channels_last: 1.8x faster on this project's reference CPU (benchmarks/extract_throughput.py)
