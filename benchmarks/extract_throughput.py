@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     from crossgate.cache import FeatureCache
     from crossgate.datasets import load_dataset
     from crossgate.encoders import create_encoder
-    from crossgate.extraction import keep_freed_memory
+    from crossgate.allocator import keep_freed_memory
     from crossgate.settings import Settings
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .allocator import keep_freed_memory
 from .cache import DatasetFeatures
 from .errors import UserError
 from .methods import FewShotClassifier, list_methods
@@ -146,6 +147,7 @@ def _worker_init(features: DatasetFeatures) -> None:
     import torch
 
     torch.set_num_threads(1)  # one core per worker; the workers share the machine
+    keep_freed_memory()
     # Ctrl-C is the main process's to handle (it ends the pool and says one line); a worker's traceback
     # per process would bury that line
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -435,6 +437,7 @@ def _run_locked(config, features, backbone_identity, dataset_identity, methods, 
         import torch
 
         # one core, as in the workers: float results then do not depend on --jobs
+        keep_freed_memory()
         previous = torch.get_num_threads()
         torch.set_num_threads(1)
         try:

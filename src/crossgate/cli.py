@@ -1184,6 +1184,9 @@ def _main(argv: list[str] | None = None) -> int:
     if vars(args).get("offline") or os.environ.get("CROSSGATE_OFFLINE", "") not in ("", "0"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # pretrained weights from local caches only
     _log_warnings()
+    from .allocator import keep_freed_memory
+
+    keep_freed_memory()  # this process's fits and extraction reuse freed memory (allocator.py)
     try:
         if vars(args).get("dataset"):  # DIR and DIR/ are one dataset: one name in rows and tables
             args.datasets = dataset_names(args.dataset)
