@@ -21,11 +21,11 @@ from pathlib import Path
 START = time.perf_counter()
 import torch  # noqa: E402
 
+from crossgate.allocator import keep_freed_memory  # noqa: E402
 from crossgate.bench import corruption_rows  # noqa: E402
-from crossgate.cli import DEMO_CORRUPT_PER_CLASS, DEMO_PROBE  # noqa: E402
+from crossgate.cli import DEMO_CORRUPT_PER_CLASS, bench_method_configs, build_parser  # noqa: E402
 from crossgate.corruptions import parse_specs  # noqa: E402
 from crossgate.methods import METHODS  # noqa: E402
-from crossgate.methods.probe import ProbeSearch  # noqa: E402
 from crossgate.pipeline import fit_one, load_features  # noqa: E402
 from crossgate.report import write_reports  # noqa: E402
 from crossgate.results import append_row  # noqa: E402
@@ -39,13 +39,13 @@ def main() -> None:
     parser.add_argument("--shots", default="1,2,4,8,16")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    keep_freed_memory()  # as each fit worker does
     corruptions = parse_specs("all:3")
     t0 = time.perf_counter()
     _, _, features = load_features("fashion-mnist", "lite", corrupt=corruptions,
                                    corrupt_per_class=DEMO_CORRUPT_PER_CLASS)
     loaded = time.perf_counter() - t0
-    probe = ProbeSearch(**DEMO_PROBE)
-    configs = {"linear": probe, "crossmodal": probe}
+    configs = bench_method_configs(build_parser("demo").parse_args(["demo"]))  # the demo's own, as it runs them
     per = defaultdict(lambda: defaultdict(float))
     rows = []
     for shots in map(int, args.shots.split(",")):

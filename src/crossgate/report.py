@@ -225,10 +225,13 @@ def summarize_base_to_new(rows: list[dict]) -> dict[tuple, dict[str, dict[int, d
 
 
 def base_to_new_markdown(rows: list[dict]) -> str:
-    from .methods import list_methods, new_class_methods
+    tables = summarize_base_to_new(rows)
+    if not tables:
+        return ""
+    from .methods import list_methods, new_class_methods  # torch and scikit-learn: only for such a table
 
     parts = []
-    for (dataset, backbone), by_method in summarize_base_to_new(rows).items():
+    for (dataset, backbone), by_method in tables.items():
         n_base = next(r["n_base_classes"] for r in rows if base_to_new_row(r) and r["dataset"] == dataset)
         n_classes = next(r["n_classes"] for r in rows if base_to_new_row(r) and r["dataset"] == dataset)
         parts += [f"{dataset} · {backbone} · base-to-new: classes 1-{n_base} base, {n_base + 1}-{n_classes} new; "
