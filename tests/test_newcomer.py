@@ -1,5 +1,6 @@
 """What a newcomer sees (issue 15): the bench's plan first and its main table last, one line per progress
 bar in a log, "a"/"an" in our own prompts, the bad-image advice said once; round two (issue 23)."""
+import argparse
 import json
 import os
 import subprocess
@@ -87,6 +88,26 @@ def test_demo_methods_list_works_and_a_typo_is_an_unknown_method(capsys, tmp_pat
     run(capsys, *base, "--methods", "linear", "--probe-iterations", "20", "--out", str(tmp_path / "e"))
     row = json.loads((tmp_path / "e" / "results.jsonl").read_text().splitlines()[0])
     assert row["params"]["config"]["iterations"] == 20 and row["params"]["config"]["eval_every"] == 5
+
+
+def test_the_demo_own_defaults_apply_to_the_demo_only_and_yield_to_a_flag():
+    """The demo's cheaper settings (cli.DEMO_CONFIGS) are its defaults, said in its --help beside bench's;
+    bench keeps every method's own; a flag the user gives wins in both."""
+    from crossgate.cli import DEMO_CONFIGS, bench_method_configs, build_parser
+
+    def configs(*argv):
+        return bench_method_configs(build_parser(argv[0]).parse_args(list(argv)))
+
+    demo, bench = configs("demo"), configs("bench")
+    assert demo["gate-joint"].k_grid == (5,) == DEMO_CONFIGS["gate-joint"]["k_grid"]
+    assert bench["gate-joint"].k_grid == (1, 5, "all")
+    assert demo["linear"].iterations == 640 and bench["linear"].iterations == 12_800
+    assert configs("demo", "--gate-joint-k-grid", "1,all")["gate-joint"].k_grid == (1, "all")
+    assert demo["gate-joint"].steps == bench["gate-joint"].steps  # only the named fields differ
+    commands = next(a for a in build_parser("demo")._actions if isinstance(a, argparse._SubParsersAction))
+    help_text = " ".join(commands.choices["demo"].format_help().split())  # unwrapped
+    assert "(default in the demo: 5; bench: 1,5,all)" in help_text
+    assert "(default in the demo: 640; bench: 12800)" in help_text
 
 
 def _python(code: str, **env) -> subprocess.CompletedProcess:
