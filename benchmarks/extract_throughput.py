@@ -91,10 +91,10 @@ def profile(encoder, items, n: int, batch_size: int, workers: int, sync) -> dict
 
 
 def main(argv=None) -> int:
+    from crossgate.allocator import keep_freed_memory
     from crossgate.cache import FeatureCache
     from crossgate.datasets import load_dataset
     from crossgate.encoders import create_encoder
-    from crossgate.allocator import keep_freed_memory
     from crossgate.settings import Settings
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

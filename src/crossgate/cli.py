@@ -729,7 +729,14 @@ def _suite_preflight(args, settings) -> list[str]:
 
 def _bench_one(args, settings) -> list[dict]:
     """One dataset's runs into args.out (resumed); the rows of this dataset and backbone."""
-    from .bench import BenchConfig, check_before_work, check_out_folder, pending_runs, run_bench, start_fit_workers_early
+    from .bench import (
+        BenchConfig,
+        check_before_work,
+        check_out_folder,
+        pending_runs,
+        run_bench,
+        start_fit_workers_early,
+    )
     from .methods import METHODS
     from .progress import progress
     from .results import read_rows
