@@ -331,7 +331,7 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict:
     return {}
 
 
-# What keeps `crossgate demo` within its budget on two cores (README, "What the demo runs", with each one's
+# What makes `crossgate demo` cheaper than bench on two cores (README, "What the demo runs", with each one's
 # measured cost): Lin et al.'s grid with a twentieth of the updates, validated every 5 (their 128
 # validations); gate-joint's k fixed at 5 (validation's most frequent choice); corrupted copies of a
 # class-balanced test subset. `bench` keeps the full protocol.
