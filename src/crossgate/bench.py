@@ -4,7 +4,6 @@ Resumable: runs already in the results file are skipped. No printing; progress g
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -19,6 +18,7 @@ from . import __version__
 from .allocator import keep_freed_memory
 from .cache import DatasetFeatures
 from .errors import UserError
+from .lifeline import end_with_parent
 from .methods import FewShotClassifier, list_methods
 from .pipeline import fit_base_to_new, fit_one, pct
 from .results import append_row, read_rows, repair, run_key
@@ -151,19 +151,8 @@ def _worker_init(features: DatasetFeatures) -> None:
     # Ctrl-C is the main process's to handle (it ends the pool and says one line); a worker's traceback
     # per process would bury that line
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _end_with_parent()
+    end_with_parent()
     _WORKER_FEATURES = features
-
-
-def _end_with_parent() -> None:
-    """On Linux, the kernel sends this worker SIGTERM when the process that started it dies, even by kill -9
-    (which gives the parent no chance to end its pool): no orphaned worker fits on for nobody."""
-    import ctypes
-    import sys
-
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _worker_run(job: tuple) -> list[list[dict]]:
@@ -254,9 +243,10 @@ def worker_context():
 
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["crossgate.bench"])
-    return ctx
+    from multiprocessing import forkserver
+
+    forkserver.set_forkserver_preload(["crossgate.fork_server", "crossgate.bench"])  # in this order
+    return mp.get_context("forkserver")
 
 
 def start_fit_workers_early(config: BenchConfig, runs: list[tuple]) -> None:
