@@ -239,3 +239,35 @@ def test_the_estimate_is_this_machine_s(capsys, tmp_path):
     assert timings.load(cache) == {}
     timings.record(cache, fit={"logreg/1": 1.0})
     assert timings.load(cache)["fit"] == {"logreg/1": 1.0}
+
+
+HELP_IMPORTS = ("import sys\nfrom crossgate.cli import main\ntry:\n    main([{command!r}, '--help'])\n"
+                "except SystemExit:\n    pass\nprint('TORCH' if 'torch' in sys.modules else 'LIGHT', file=sys.stderr)")
+
+
+def test_method_commands_help_imports_no_torch_once_the_flag_table_is_saved(tmp_path):
+    """The first parser that needs the method flags imports the registry and saves their table; from then
+    on bench, demo, train and explain --help import no torch and print the same help."""
+    env = {"CROSSGATE_CACHE": str(tmp_path / "cache")}
+    first = _python(HELP_IMPORTS.format(command="bench"), **env)
+    assert first.returncode == 0 and first.stderr.strip().endswith("TORCH"), first.stderr
+    assert len(list((tmp_path / "cache" / "flags").glob("*.json"))) == 1
+    again = _python(HELP_IMPORTS.format(command="bench"), **env)
+    assert again.stderr.strip().endswith("LIGHT"), again.stderr
+    assert again.stdout == first.stdout and "--gate-joint-k-grid" in again.stdout
+    for command in ("demo", "train", "explain"):
+        assert _python(HELP_IMPORTS.format(command=command), **env).stderr.strip().endswith("LIGHT"), command
+
+
+def test_a_flag_table_of_other_sources_or_malformed_is_not_read(tmp_path, monkeypatch):
+    from crossgate import flag_table
+
+    table = {"methods": ["a"], "groups": [{"prefix": "a", "methods": ["a"], "fields": [["k", "help", "1"]]}]}
+    flag_table.save(tmp_path, table)
+    assert flag_table.load(tmp_path) == table
+    monkeypatch.setattr(flag_table, "source_digest", lambda: "0123456789abcdef")  # an edited method file
+    assert flag_table.load(tmp_path) is None
+    (tmp_path / "flags" / "0123456789abcdef.json").write_text('{"methods": "not a list"}')
+    assert flag_table.load(tmp_path) is None
+    built = flag_table.table_for(tmp_path, lambda: table)  # rebuilt and saved again
+    assert built == table and flag_table.load(tmp_path) == table

@@ -167,12 +167,13 @@ def method_flag_groups() -> dict[str, tuple[type, list[str]]]:
     return groups
 
 
-def _field_type(cls, name: str):
+def _field_type(prefix: str, name: str):
+    """The flag's parser; the config class (and with it torch) is looked up only when the flag is given."""
     from .config import parse_field
 
     def parse(text: str):
         try:
-            return parse_field(cls, name, text)
+            return parse_field(method_flag_groups()[prefix][0], name, text)
         except ValueError as err:
             raise argparse.ArgumentTypeError(str(err)) from None
 
@@ -180,16 +181,35 @@ def _field_type(cls, name: str):
     return parse
 
 
-def add_method_flags(p: argparse.ArgumentParser) -> None:
+def _flag_table_from_registry() -> dict:
     from .config import config_fields, default_text
+    from .methods import METHODS
 
-    for prefix, (cls, methods) in method_flag_groups().items():
-        group = p.add_argument_group(f"{', '.join(methods)} (--{prefix}-*)")
-        for f in config_fields(cls):
-            group.add_argument(f"--{prefix}-{f.name.replace('_', '-')}", dest=f"config:{prefix}:{f.name}",
-                               type=_field_type(cls, f.name), default=None,
-                               metavar=f.name.upper(),
-                               help=f"{f.metadata.get('help', '')} (default: {default_text(f)})")
+    return {"methods": METHODS.names(),
+            "groups": [{"prefix": prefix, "methods": methods,
+                        "fields": [[f.name, f.metadata.get("help", ""), default_text(f)] for f in config_fields(cls)]}
+                       for prefix, (cls, methods) in method_flag_groups().items()]}
+
+
+def method_flag_table() -> dict:
+    """The method names and flags the parsers show: from the registry where it is imported already, else
+    from the table saved the first time (flag_table.py), so that --help imports no torch."""
+    from . import flag_table
+    from .settings import default_cache_dir
+
+    if "crossgate.methods" in sys.modules:
+        return _flag_table_from_registry()
+    return flag_table.table_for(default_cache_dir(), _flag_table_from_registry)
+
+
+def add_method_flags(p: argparse.ArgumentParser) -> None:
+    for group_spec in method_flag_table()["groups"]:
+        prefix = group_spec["prefix"]
+        group = p.add_argument_group(f"{', '.join(group_spec['methods'])} (--{prefix}-*)")
+        for name, help_text, default in group_spec["fields"]:
+            group.add_argument(f"--{prefix}-{name.replace('_', '-')}", dest=f"config:{prefix}:{name}",
+                               type=_field_type(prefix, name), default=None, metavar=name.upper(),
+                               help=f"{help_text} (default: {default})")
 
 
 def method_configs_from(args, methods=None, command_defaults: dict | None = None) -> dict:
@@ -422,9 +442,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                                    "view), cached as their own entry")
 
     def method_names() -> str:
-        from .methods import METHODS  # imports torch: only for the commands that take methods
-
-        return ", ".join(METHODS.names())
+        return ", ".join(method_flag_table()["methods"])
 
     def add_bench_args(p, out_default, corrupt_default="", corrupt_per_class=None):
         from .corruptions import ALL as CORRUPTIONS
