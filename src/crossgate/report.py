@@ -489,20 +489,29 @@ def _draw(ax, lines, all_shots, zero_shot, chance):
 def plot_accuracy(by_method: dict[str, dict[int, tuple]], title: str, chance: float | None = None,
                   fmt: str = "png", paired: dict | None = None) -> bytes:
     """The figure of accuracy_figure, as `fmt` bytes (PNG, PDF or SVG)."""
+    return plot_formats(by_method, title, chance, paired, (fmt,))[fmt]
+
+
+def plot_formats(by_method: dict[str, dict[int, tuple]], title: str, chance: float | None = None,
+                 paired: dict | None = None, formats: tuple = PLOT_FORMATS) -> dict[str, bytes]:
+    """The figure of accuracy_figure, drawn once, as bytes per format."""
     import matplotlib.pyplot as plt
 
     fig = accuracy_figure(by_method, title, chance, paired)
-    buf = io.BytesIO()
+    out = {}
     with warnings.catch_warnings(record=True) as caught:  # matplotlib warns once per glyph its font lacks
         warnings.simplefilter("always")
         fig.tight_layout()
-        fig.savefig(buf, format=fmt, metadata={"Date": None} if fmt == "svg" else None)
+        for fmt in formats:
+            buf = io.BytesIO()
+            fig.savefig(buf, format=fmt, metadata={"Date": None} if fmt == "svg" else None)
+            out[fmt] = buf.getvalue()
     plt.close(fig)
     missing = sorted({m.group(1) for w in caught if (m := re.search(r"Glyph \d+ \((.*?)\) missing", str(w.message)))})
-    if missing and fmt == "png":  # once per plot, not per format
+    if missing:  # once per plot, not per format
         logging.getLogger("crossgate").warning("the plot's font cannot draw %s in %r; they show as boxes",
                                                ", ".join(missing), title)
-    return buf.getvalue()
+    return out
 
 
 def accuracy_figure(by_method: dict[str, dict[int, tuple]], title: str, chance: float | None = None,
@@ -593,16 +602,14 @@ def write_reports(out: Path, rows: list[dict] | None = None) -> list[Path]:
         mine = [r for r in rows if r["dataset"] == dataset and r["backbone"] == backbone]
         seeds = ",".join(str(s) for s in sorted({r["seed"] for r in mine}))
         title = f"{dataset} · {backbone} · mean ± std over seeds {seeds}"
-        for fmt in PLOT_FORMATS:
-            files[plot_file_name(dataset, backbone).replace(".png", f".{fmt}")] = plot_accuracy(
-                by_method, title, chance_level(mine), fmt, paired.get((dataset, backbone)))
+        for fmt, data in plot_formats(by_method, title, chance_level(mine), paired.get((dataset, backbone))).items():
+            files[plot_file_name(dataset, backbone).replace(".png", f".{fmt}")] = data
     for protocol in other_protocols(rows):  # their own plots, titled with what they saw
         for (dataset, backbone), by_method in summarize(rows, select_on=protocol).items():
             mine = [r for r in rows if r["dataset"] == dataset and r["backbone"] == backbone]
             title = f"{dataset} · {backbone} · {SELECT_LABELS[protocol]}"
-            for fmt in PLOT_FORMATS:
-                name = plot_file_name(dataset, f"{backbone}__select-{protocol}").replace(".png", f".{fmt}")
-                files[name] = plot_accuracy(by_method, title, chance_level(mine), fmt)
+            for fmt, data in plot_formats(by_method, title, chance_level(mine)).items():
+                files[plot_file_name(dataset, f"{backbone}__select-{protocol}").replace(".png", f".{fmt}")] = data
     averages: dict = defaultdict(lambda: defaultdict(dict))  # backbone -> method -> shots -> (mean, 0, n)
     datasets_of = {}
     for (backbone, shots), table in summarize_average(rows).items():
@@ -612,7 +619,6 @@ def write_reports(out: Path, rows: list[dict] | None = None) -> list[Path]:
                 averages[backbone][method][shots] = (per[AVERAGE], 0.0, len(table["datasets"]))
     for backbone, by_method in averages.items():
         title = f"{AVERAGE} over {len(datasets_of[backbone])} datasets · {backbone} (mean of the seed means)"
-        for fmt in PLOT_FORMATS:
-            files[plot_file_name(AVERAGE_PLOT, backbone).replace(".png", f".{fmt}")] = plot_accuracy(
-                by_method, title, None, fmt)
+        for fmt, data in plot_formats(by_method, title).items():
+            files[plot_file_name(AVERAGE_PLOT, backbone).replace(".png", f".{fmt}")] = data
     return out.write_all(files)
