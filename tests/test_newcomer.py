@@ -235,8 +235,11 @@ def test_the_estimate_is_this_machine_s(capsys, tmp_path):
     config = BenchConfig(methods=("logreg",), jobs=1)
     assert fit_seconds_estimate(config, [("logreg", 1, 1)] * 10, {"fit": {"logreg/1": 2.0}, "overhead": 1.5}) \
         == pytest.approx(30.0)
-    (cache / timings.FILE).write_text("{not json")  # a damaged file is ignored, then replaced
+    (cache / timings.FILE).write_text("{not json")  # not crossgate's: ignored and left as it is
     assert timings.load(cache) == {}
+    timings.record(cache, fit={"logreg/1": 1.0})
+    assert (cache / timings.FILE).read_text() == "{not json" and timings.load(cache) == {}
+    (cache / timings.FILE).unlink()
     timings.record(cache, fit={"logreg/1": 1.0})
     assert timings.load(cache)["fit"] == {"logreg/1": 1.0}
 
@@ -259,7 +262,7 @@ def test_method_commands_help_imports_no_torch_once_the_flag_table_is_saved(tmp_
         assert _python(HELP_IMPORTS.format(command=command), **env).stderr.strip().endswith("LIGHT"), command
 
 
-def test_a_flag_table_of_other_sources_or_malformed_is_not_read(tmp_path, monkeypatch):
+def test_a_flag_table_of_other_sources_or_malformed_is_not_read_nor_replaced(tmp_path, monkeypatch):
     from crossgate import flag_table
 
     table = {"methods": ["a"], "groups": [{"prefix": "a", "methods": ["a"], "fields": [["k", "help", "1"]]}]}
@@ -267,7 +270,27 @@ def test_a_flag_table_of_other_sources_or_malformed_is_not_read(tmp_path, monkey
     assert flag_table.load(tmp_path) == table
     monkeypatch.setattr(flag_table, "source_digest", lambda: "0123456789abcdef")  # an edited method file
     assert flag_table.load(tmp_path) is None
-    (tmp_path / "flags" / "0123456789abcdef.json").write_text('{"methods": "not a list"}')
+    assert flag_table.table_for(tmp_path, lambda: table) == table  # built, and saved for these sources
+    assert flag_table.load(tmp_path) == table
+    monkeypatch.setattr(flag_table, "source_digest", lambda: "fedcba9876543210")
+    malformed = tmp_path / "flags" / "fedcba9876543210.json"
+    malformed.write_text('{"methods": "not a list"}')
     assert flag_table.load(tmp_path) is None
-    built = flag_table.table_for(tmp_path, lambda: table)  # rebuilt and saved again
-    assert built == table and flag_table.load(tmp_path) == table
+    assert flag_table.table_for(tmp_path, lambda: table) == table  # built each time; the file is not ours
+    assert malformed.read_text() == '{"methods": "not a list"}'
+    (tmp_path / "flags" / "deep.json").write_text("[" * 100_000)  # hostile nesting: not read, no traceback
+    monkeypatch.setattr(flag_table, "_path", lambda cache_dir: tmp_path / "flags" / "deep.json")
+    assert flag_table.load(tmp_path) is None
+
+
+def test_timings_that_cannot_be_written_do_not_fail_the_run(tmp_path, monkeypatch):
+    """The atomic writer words a read-only or full cache as a UserError; an estimate is not worth a failed run."""
+    from crossgate import storage, timings
+    from crossgate.errors import UserError
+
+    def refuse(path, data):
+        raise UserError(f"cannot write {path}: read-only file system")
+
+    monkeypatch.setattr(storage, "atomic_write_bytes", refuse)
+    timings.record(tmp_path, fit={"logreg/1": 1.0})  # no exception
+    assert timings.load(tmp_path) == {}

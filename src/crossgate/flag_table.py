@@ -4,22 +4,28 @@ Building those parsers from the registry imports every method, so torch and scik
 cores) only to print --help. The table (method names, then per flag prefix the methods it configures and
 each field's help and default) is kept in CACHE_DIR/flags/<digest>.json, the digest taken over crossgate's
 version and the sources that define it (methods/, config.py, registry.py): a new or edited method file
-is a new digest, so a stale table is never read. Any run that imports the registry writes it.
+is a new digest, so a stale table is never read. The first parser that imports the registry writes it;
+a file already at its path is never replaced (a malformed one is not crossgate's: the table is then built
+each time).
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__
+from .jsonio import BadJSON, read_json
 
 PACKAGE = Path(__file__).resolve().parent
 SOURCES = ("config.py", "registry.py")
 
 
+@functools.cache  # the sources do not change under a running process
 def source_digest() -> str:
     h = hashlib.sha256(__version__.encode())
     for path in [*(PACKAGE / s for s in SOURCES), *sorted((PACKAGE / "methods").glob("*.py"))]:
@@ -44,19 +50,23 @@ def _valid(table) -> bool:
 def load(cache_dir: Path) -> dict | None:
     """The table of these sources, or None where none was written (or it cannot be read, or is malformed)."""
     try:
-        table = json.loads(_path(cache_dir).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        table = read_json(_path(cache_dir))
+    except (OSError, BadJSON):
         return None
     return table if _valid(table) else None
 
 
 def save(cache_dir: Path, table: dict) -> None:
-    """Atomically, and silently not where the cache cannot be written (the table is only a shortcut)."""
+    """Atomically, where no file is there yet; silently not where the cache cannot be written (the table is
+    only a shortcut)."""
     from .errors import UserError
     from .storage import atomic_write_text
 
+    path = _path(cache_dir)
+    if os.path.lexists(path):
+        return
     with contextlib.suppress(OSError, UserError):
-        atomic_write_text(_path(cache_dir), json.dumps(table, indent=1))
+        atomic_write_text(path, json.dumps(table, indent=1))
 
 
 def table_for(cache_dir: Path, build: Callable[[], dict]) -> dict:
