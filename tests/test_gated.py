@@ -110,3 +110,15 @@ def test_gate_joint_consults_a_corrupted_prompt_pool_with_texts_of_no_class():
     noisy = replace(text, labels=labels)
     proba = clf.with_text(noisy).predict_proba(x)
     assert np.isfinite(proba).all() and np.allclose(proba.sum(1), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["gate", "gate-joint"])
+def test_predict_explain_is_predict_and_explain_from_one_pass(method):
+    x, y, text = blobs()
+    xv, yv, _ = blobs(seed=1)
+    clf = create_method(method, random_state=0).fit(x, y, text=text, val=(xv, yv))
+    pred, indices, weights = clf.predict_explain(xv)
+    np.testing.assert_array_equal(pred, clf.predict(xv))
+    np.testing.assert_array_equal(indices, clf.explain(xv)[0])
+    np.testing.assert_array_equal(weights, clf.explain(xv)[1])
+    assert clf.selection_stats_of(indices, weights, yv) == clf.selection_stats(xv, yv)

@@ -133,3 +133,23 @@ def test_robustness_clean_column_is_the_corrupted_images_own():
     table = robustness_markdown(rows)
     assert "| clean (same images) | typos:3 | blur:3 |" in table and "| linear | 42.4 | 42.4 | 32.4 |" in table
     assert "d,b,linear,1,2,42.4000,0.1414,,clean:corrupted-images" in summary_csv(rows)
+
+
+@pytest.mark.parametrize("method", ["logreg", "gate-joint"])
+def test_corruption_rows_from_the_clean_scores_of_the_fit_equal_rows_scored_afresh(tmp_path, method):
+    """bench hands the fit's clean test predictions to the robustness rows (one pass less); the rows are the
+    same as when every image is scored again."""
+    from crossgate.bench import corruption_rows
+    from crossgate.pipeline import fit_scored, load_features
+    from crossgate.settings import Settings
+
+    make_folder(tmp_path / "imgs")
+    corruptions = parse_specs("gaussian_noise:2,typos:2")
+    _, _, feats = load_features(f"imagefolder:{tmp_path / 'imgs'}", "tiny-clip",
+                                Settings(cache_dir=tmp_path / "cache", progress=False), corrupt=corruptions,
+                                corrupt_per_class=2)
+    assert feats.corrupted_rows is not None
+    clf, row, test = fit_scored(feats, method, 2, 1)
+    assert row["acc_test"] == round(100 * clf.score(feats.test.x, feats.test.labels), 4)
+    assert corruption_rows(clf, feats, row, corruptions, test) == corruption_rows(clf, feats, row, corruptions)
+    assert corruption_rows(clf, feats, row, ()) == []

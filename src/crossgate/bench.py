@@ -20,7 +20,7 @@ from .cache import DatasetFeatures
 from .errors import UserError
 from .lifeline import end_with_parent
 from .methods import FewShotClassifier, list_methods
-from .pipeline import fit_base_to_new, fit_one, pct
+from .pipeline import Scored, fit_base_to_new, fit_scored, pct, score_images
 from .results import append_row, read_rows, repair, run_key
 from .settings import DEFAULT_SEEDS, DEFAULT_SHOTS
 from .storage import ensure_writable_dir, lock_file
@@ -71,39 +71,38 @@ CARRIED = ("method", "shots", "seed", "n_train", "n_val", "split_source", "train
            "aug_views_used")
 
 
-def corruption_rows(clf: FewShotClassifier, features: DatasetFeatures, clean: dict, corruptions) -> list[dict]:
+def corruption_rows(clf: FewShotClassifier, features: DatasetFeatures, clean: dict, corruptions,
+                    clean_test: Scored | None = None) -> list[dict]:
     """One row per corruption: the fitted head scored on corrupted test images, or consulting corrupted
     prompts; for gate methods also how often the top-1 selected text moved and how often it is of the
-    true class."""
+    true class. `clean_test`: the clean test images already scored (fit_scored), so they are not again."""
+    if not corruptions:
+        return []
     test = features.test
+    clean_test = clean_test or score_images(clf, test.x)
     if features.corrupted_rows is not None:  # corrupted copies of a class-balanced subset: compare on it
         test = type(test)(x=test.x[features.corrupted_rows], labels=test.labels[features.corrupted_rows])
-    acc_clean = pct(clf.score(test.x, test.labels))
-    gated = hasattr(clf, "explain")
-    clean_top1 = clf.explain(test.x)[0][:, 0] if gated else None
+        clean_test = clean_test.subset(features.corrupted_rows)
+    acc_clean = pct(clean_test.accuracy(test.labels))
     # the image corruptions share one head: their copies are scored in one pass (a call per corruption
     # spent more time on per-call overhead than on the heads)
     images = [c for c in corruptions if c.kind == "image"]
-    x_all = np.concatenate([features.corrupted[c].x for c in images]) if images else None
     starts = np.cumsum([0] + [len(features.corrupted[c].x) for c in images])
-    pred_all = clf.predict(x_all) if images else None
-    top1_all = clf.explain(x_all)[0][:, 0] if images and gated else None
+    scored_all = score_images(clf, np.concatenate([features.corrupted[c].x for c in images])) if images else None
     rows = []
     for c in corruptions:
         if c.kind == "image":
             at = images.index(c)
-            pred = pred_all[starts[at]:starts[at + 1]]
-            top1 = top1_all[starts[at]:starts[at + 1]] if gated else None
-            head = clf
+            scored, head = scored_all.subset(slice(starts[at], starts[at + 1])), clf
         else:  # corrupted prompts: the head consults other texts
             head = clf.with_text(features.corrupted[c])
-            pred = head.predict(test.x)
-            top1 = head.explain(test.x)[0][:, 0] if gated else None
+            scored = score_images(head, test.x)
         row = {k: clean[k] for k in CARRIED}
-        row.update(corruption=c.name, severity=c.severity, acc_test=pct(float(np.mean(pred == test.labels))),
+        row.update(corruption=c.name, severity=c.severity, acc_test=pct(scored.accuracy(test.labels)),
                    acc_clean=acc_clean, n_test=len(test.labels))
-        if gated:
-            row["gate_top1_shift"] = pct(float(np.mean(top1 != clean_top1)))
+        if scored.indices is not None:
+            top1 = scored.indices[:, 0]
+            row["gate_top1_shift"] = pct(float(np.mean(top1 != clean_test.indices[:, 0])))
             row["gate_top1_true_class"] = pct(float(np.mean(head.text_labels_[top1] == test.labels)))
         rows.append(row)
     return rows
@@ -119,9 +118,9 @@ def run_draw(features: DatasetFeatures, methods: list[tuple[str, object]], shots
         if protocol == "base2new":  # one row per fit: base, new and their harmonic mean
             out.append([fit_base_to_new(features, method, shots, seed, config, device, select_on)[1]])
             continue
-        clf, row = fit_one(features, method, shots, seed, config, device, fitted, select_on)
+        clf, row, test = fit_scored(features, method, shots, seed, config, device, fitted, select_on)
         fitted[method] = clf
-        out.append([row] + corruption_rows(clf, features, row, corruptions) + shift_rows(clf, features, row))
+        out.append([row] + corruption_rows(clf, features, row, corruptions, test) + shift_rows(clf, features, row))
     return out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +87,29 @@ def pct(value: float) -> float:
     return round(100.0 * value, 4)
 
 
+@dataclass
+class Scored:
+    """A fitted classifier's labels for some images and, for gate methods, its selected texts (best first)
+    and their weights, from one pass."""
+
+    pred: np.ndarray
+    indices: np.ndarray | None = None
+    weights: np.ndarray | None = None
+
+    def accuracy(self, labels: np.ndarray) -> float:
+        return float(np.mean(self.pred == labels))
+
+    def subset(self, rows) -> Scored:
+        pick = (lambda a: None if a is None else a[rows])
+        return Scored(self.pred[rows], pick(self.indices), pick(self.weights))
+
+
+def score_images(clf: FewShotClassifier, x: np.ndarray) -> Scored:
+    if hasattr(clf, "predict_explain"):
+        return Scored(*clf.predict_explain(x))
+    return Scored(clf.predict(x))
+
+
 def make_method(method: str, seed: int, config=None, device: str = "cpu") -> FewShotClassifier:
     """A fresh estimator with its config (None: the method's defaults), seed and fit device."""
     return create_method(method, config=config, random_state=seed, device=device)
@@ -110,6 +133,13 @@ def fit_one(features: DatasetFeatures, method: str, shots: int | str, seed: int,
             select_on: str = "few-shot-val") -> tuple[FewShotClassifier, dict]:
     """Fit one method on one few-shot draw: the fitted estimator and its results row (accuracies in %).
     `select_on`: where it chooses (selection_images); the row says which."""
+    return fit_scored(features, method, shots, seed, config, device, fitted, select_on)[:2]
+
+
+def fit_scored(features: DatasetFeatures, method: str, shots: int | str, seed: int,
+               config=None, device: str = "cpu", fitted: dict | None = None,
+               select_on: str = "few-shot-val") -> tuple[FewShotClassifier, dict, Scored]:
+    """fit_one, and the test images' Scored, for what scores the same images again (the robustness rows)."""
     if len(features.test.labels) == 0:
         raise UserError("no test images are left (every one unreadable and skipped, or none listed); fix the "
                         "images or the split, a test accuracy of nothing is not a result")
@@ -123,15 +153,16 @@ def fit_one(features: DatasetFeatures, method: str, shots: int | str, seed: int,
     start = time.perf_counter()
     clf.fit(xtr, ytr, text=features.text, val=(xval, yval), **extra_args)
     fit_seconds = time.perf_counter() - start
+    test = score_images(clf, features.test.x)
     extra = {}
-    if hasattr(clf, "selection_stats"):  # how varied the gate's selection is (a collapse shows), and how
-        extra.update(clf.selection_stats(features.test.x, features.test.labels))  # often its first pick is right
+    if test.indices is not None:  # how varied the gate's selection is (a collapse shows), and how often its
+        extra.update(clf.selection_stats_of(test.indices, test.weights, features.test.labels))  # first pick is right
     return clf, {
         **extra,
         "method": method, "shots": shots, "seed": seed,
         "acc_train": pct(clf.score(xtr, ytr)),
         "acc_val": pct(clf.score(xval, yval)),
-        "acc_test": pct(clf.score(features.test.x, features.test.labels)),
+        "acc_test": pct(test.accuracy(features.test.labels)),
         "fit_seconds": round(fit_seconds, 4),
         "hparams": jsonable(clf.chosen_),
         "params": jsonable(clf.effective_params()),
@@ -139,7 +170,7 @@ def fit_one(features: DatasetFeatures, method: str, shots: int | str, seed: int,
         "n_classes": len(features.classnames),
         "split_source": split.source, "train_views": features.train_views(), "select_on": select_on,
         "aug_views_used": len(extra_args["views"][0]) if "views" in extra_args else 0,
-    }
+    }, test
 
 
 def base_class_count(n_classes: int) -> int:

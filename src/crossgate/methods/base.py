@@ -224,6 +224,14 @@ def _state_to_cpu(estimator) -> None:
                 _state_to_cpu(inner)
 
 
+def softmax_proba(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities from logits, as predict_proba returns them (float32; predict is their argmax)."""
+    logits = logits.astype(np.float64)
+    logits -= logits.max(axis=1, keepdims=True)
+    p = np.exp(logits)
+    return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
 class FewShotClassifier(ClassifierMixin, BaseEstimator):
     uses_text = False  # True when fit needs the class text features
     config_class = None  # the method's config dataclass
@@ -359,12 +367,12 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         raise NotImplementedError
 
     def predict_proba(self, x) -> np.ndarray:
+        return softmax_proba(self._logits(self._checked_input(x)))
+
+    def _checked_input(self, x) -> np.ndarray:
         if not hasattr(self, "n_features_in_"):
             raise NotFitted(f"{type(self).__name__} is not fitted yet; call fit first")
-        logits = self._logits(check_features(x, dim=self.n_features_in_, owner=type(self).__name__)).astype(np.float64)
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+        return check_features(x, dim=self.n_features_in_, owner=type(self).__name__)
 
     def predict(self, x) -> np.ndarray:
         best = self.predict_proba(x).argmax(axis=1)  # first: it says "not fitted" before classes_ is missed

@@ -30,7 +30,7 @@ from ..config import param
 from ..errors import UserError
 from ..fusion import DynamicGate, class_text_proj, gate_loss, resolve_k
 from ..train import TrainConfig, cross_modal_batches, train
-from .base import METHODS, FewShotClassifier, seeded_on_cpu, tensor, unit_rows
+from .base import METHODS, FewShotClassifier, seeded_on_cpu, softmax_proba, tensor, unit_rows
 
 LOGIT_SCALE = 100.0  # CLIP's and Lin et al.'s fixed cosine-logit scale
 
@@ -143,11 +143,26 @@ class _GateBase(FewShotClassifier):
         out = self._gate_output(tensor(unit_rows(np.asarray(x, dtype=np.float32))))
         return out.indices.cpu().numpy(), out.weights.cpu().numpy()
 
+    def predict_explain(self, x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """predict(x) and explain(x) from one gate pass: the labels, then the selected texts and weights."""
+        logits, out = self._logits_and_gate(self._checked_input(x))
+        return (self.classes_[softmax_proba(logits).argmax(axis=1)], out.indices.cpu().numpy(),
+                out.weights.cpu().numpy())
+
+    def _logits(self, x):
+        return self._logits_and_gate(x)[0]
+
+    def _logits_and_gate(self, x: np.ndarray):
+        raise NotImplementedError
+
     def selection_stats(self, x, y=None) -> dict:
         """How varied the gate's selection is over these images: the number of distinct texts selected as
         top-1 (of the pool's size) and the mean entropy (nats) of the attention weights over the k texts;
         with labels `y`, also how often the top-1 text is of the true class (percent). One gate pass."""
-        indices, weights = self.explain(x)
+        return self.selection_stats_of(*self.explain(x), y)
+
+    def selection_stats_of(self, indices: np.ndarray, weights: np.ndarray, y=None) -> dict:
+        """selection_stats from explain's output on the images, where it was computed already."""
         w = np.clip(weights.astype(np.float64), 1e-12, 1)
         stats = {"gate_top1_distinct": int(len(np.unique(indices[:, 0]))), "gate_pool_size": len(self.texts_),
                  "gate_attention_entropy": round(float(np.mean(-(w * np.log(w)).sum(1))), 4),
@@ -240,10 +255,10 @@ class Gate(_GateBase):
               TrainConfig(lr=1e-3, epochs=epochs, step_epochs=10 ** 9, eval_every=10, eval_short_epochs=False))
         return head.weight.detach()
 
-    def _logits(self, x):
+    def _logits_and_gate(self, x):
         with torch.no_grad():
-            enhanced = self._gate_output(tensor(unit_rows(x))).enhanced
-            return _cosine_logits(enhanced, self.head_, LOGIT_SCALE).cpu().numpy()
+            out = self._gate_output(tensor(unit_rows(x)))
+            return _cosine_logits(out.enhanced, self.head_, LOGIT_SCALE).cpu().numpy(), out
 
 
 @dataclass
@@ -498,6 +513,7 @@ class GateJoint(_GateBase):
         with torch.no_grad():
             return self.model_.gate(F.normalize(x - self.img_mean_, dim=1), self.pool_)
 
-    def _logits(self, x):
+    def _logits_and_gate(self, x):
         with torch.no_grad():
-            return self.model_(self._inputs(x), self.pool_, self._base_logits(x))[0].cpu().numpy()
+            logits, out = self.model_(self._inputs(x), self.pool_, self._base_logits(x))
+            return logits.cpu().numpy(), out
