@@ -5,7 +5,7 @@ features (and the corrupted subsets), then per few-shot draw each method's fit, 
 (scoring train / val / test, the gate's selection statistics) and the scoring on the corrupted data, then
 the reports. The features must be cached (run `crossgate demo` or `crossgate extract` once).
 
-    python benchmarks/demo_stages.py [--seeds 1,2,3] [--shots 1,2,4,8,16]
+    python benchmarks/demo_stages.py [--seeds 1,2,3] [--shots 1,4,16]   (the demo's own by default)
 
 Prints one JSON object: seconds per stage, per method (summed over the draws), and in all.
 """
@@ -23,10 +23,10 @@ import torch  # noqa: E402
 
 from crossgate.allocator import keep_freed_memory  # noqa: E402
 from crossgate.bench import corruption_rows  # noqa: E402
-from crossgate.cli import DEMO_CORRUPT_PER_CLASS, bench_method_configs, build_parser  # noqa: E402
+from crossgate.cli import DEMO_CORRUPT_PER_CLASS, DEMO_SHOTS, bench_method_configs, build_parser  # noqa: E402
 from crossgate.corruptions import parse_specs  # noqa: E402
 from crossgate.methods import METHODS  # noqa: E402
-from crossgate.pipeline import fit_one, load_features  # noqa: E402
+from crossgate.pipeline import fit_scored, load_features  # noqa: E402
 from crossgate.report import write_reports  # noqa: E402
 from crossgate.results import append_row  # noqa: E402
 
@@ -36,7 +36,7 @@ IMPORTED = time.perf_counter()
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", default="1,2,3")
-    parser.add_argument("--shots", default="1,2,4,8,16")
+    parser.add_argument("--shots", default=",".join(map(str, DEMO_SHOTS)))
     args = parser.parse_args()
     torch.set_num_threads(1)
     keep_freed_memory()  # as each fit worker does
@@ -53,13 +53,13 @@ def main() -> None:
             fitted = {}
             for method in METHODS.names():
                 t = time.perf_counter()
-                clf, row = fit_one(features, method, shots, seed, configs.get(method), "cpu", fitted)
+                clf, row, test = fit_scored(features, method, shots, seed, configs.get(method), "cpu", fitted)
                 whole = time.perf_counter() - t
                 fitted[method] = clf
                 per[method]["fit"] += row["fit_seconds"]
                 per[method]["score_and_stats"] += whole - row["fit_seconds"]
                 t = time.perf_counter()
-                rows += [row] + corruption_rows(clf, features, row, corruptions)
+                rows += [row] + corruption_rows(clf, features, row, corruptions, test)
                 per[method]["corruptions"] += time.perf_counter() - t
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:

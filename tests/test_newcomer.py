@@ -108,6 +108,16 @@ def test_the_demo_own_defaults_apply_to_the_demo_only_and_yield_to_a_flag():
     help_text = " ".join(commands.choices["demo"].format_help().split())  # unwrapped
     assert "(default in the demo: 5; bench: 1,5,all)" in help_text
     assert "(default in the demo: 640; bench: 12800)" in help_text
+    assert "(default in the demo: 1,4,16; bench: 1,2,4,8,16)" in help_text
+
+
+def test_the_demo_fits_shots_1_4_16_and_bench_every_shot_count_and_a_flag_wins():
+    from crossgate.cli import build_parser
+
+    assert build_parser("demo").parse_args(["demo"]).shots == (1, 4, 16)
+    assert build_parser("bench").parse_args(["bench"]).shots == (1, 2, 4, 8, 16)
+    assert build_parser("demo").parse_args(["demo", "--shots", "2,8"]).shots == (2, 8)
+    assert build_parser("demo").parse_args(["demo"]).seeds == (1, 2, 3)
 
 
 def _python(code: str, **env) -> subprocess.CompletedProcess:
