@@ -394,9 +394,9 @@ _DESCRIPTION = {
              "run), summary.md, summary.csv and a plot into --out. Runs already in --out are skipped.",
     "demo": "The default benchmark, sized for minutes on two CPU cores: the lite backbone on the embedded "
             "Fashion-MNIST subset, every method, shots 1, 4 and 16 (bench: 1, 2, 4, 8, 16), seeds 1-3, and "
-            "every corruption at severity 3 on 50 test images per class. Lin et al.'s probe search runs with 640 updates per "
-            "setting (bench: 12,800) and gate-joint tries k = 5 only (bench: 1, 5, all); everything else as in "
-            "bench. It says what it will do before it starts.",
+            "every corruption at severity 3 on 50 test images per class. Lin et al.'s probe search runs with "
+            "640 updates per setting (bench: 12,800) and gate-joint tries k = 5 only (bench: 1, 5, all); "
+            "everything else as in bench. It says what it will do before it starts.",
     "train": "Fit one method on one few-shot draw (or on every training image, --shots all), print its "
              "train / val / test accuracy and save it as a model folder (safetensors + JSON) for predict.",
     "predict": "Classify image files (or the images in folders) with a model folder written by train: the "

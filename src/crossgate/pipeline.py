@@ -100,8 +100,7 @@ class Scored:
         return float(np.mean(self.pred == labels))
 
     def subset(self, rows) -> Scored:
-        pick = (lambda a: None if a is None else a[rows])
-        return Scored(self.pred[rows], pick(self.indices), pick(self.weights))
+        return Scored(self.pred[rows], *(None if a is None else a[rows] for a in (self.indices, self.weights)))
 
 
 def score_images(clf: FewShotClassifier, x: np.ndarray) -> Scored:
