@@ -240,6 +240,7 @@ def test_the_estimate_is_this_machine_s(capsys, tmp_path):
     assert "from one timed batch and rough fit times" in first
     measured = timings.load(cache)
     assert measured["encode"] and {"zeroshot/1", "logreg/1"} <= set(measured["fit"])
+    assert 0 <= measured["rest"] < 60  # start-up, loading and reports, outside encoding and fitting
     second = run(capsys, *base, "--out", str(tmp_path / "b"))[1].splitlines()[0]
     assert "from this machine's measured speeds" in second
     config = BenchConfig(methods=("logreg",), jobs=1)
@@ -304,3 +305,14 @@ def test_timings_that_cannot_be_written_do_not_fail_the_run(tmp_path, monkeypatc
     monkeypatch.setattr(storage, "atomic_write_bytes", refuse)
     timings.record(tmp_path, fit={"logreg/1": 1.0})  # no exception
     assert timings.load(tmp_path) == {}
+
+
+def test_timings_keep_only_numbers_crossgate_could_have_written(tmp_path):
+    import json
+
+    from crossgate import timings
+
+    (tmp_path / timings.FILE).write_text(json.dumps({timings.machine(): {
+        "fit": {"logreg/1": "fast", "tip/1": -1, "gda/1": "INF", "lpp/1": 2.0}, "encode": [1],
+        "overhead": True, "rest": "soon"}}).replace('"INF"', "1e999"))  # a JSON number too large: inf
+    assert timings.load(tmp_path) == {"fit": {"lpp/1": 2.0}}

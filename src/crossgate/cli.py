@@ -702,6 +702,7 @@ def cmd_bench(args, settings) -> int:
     else:
         rows = _bench_one(args, settings)
     written = write_reports(args.out)
+    _record_rest(settings)
     print(f"wrote {args.out / 'results.jsonl'}, " + ", ".join(p.name for p in written)
           + (f"; the {len(args.corrupt)} robustness tables are in summary.md" if args.corrupt else ""))
     paired = paired_markdown(rows)
@@ -810,8 +811,22 @@ def _bench_one(args, settings) -> list[dict]:
     with progress(total=len(todo), desc="fits", unit="run", enabled=settings.progress, milestones=True) as bar:
         rows = run_bench(config, feats, encoder.identity, dataset_identity=dataset.identity,
                          on_run=lambda row, key: bar.update(1) if row is not None else None)
-    _record_timings(settings, config, encoder, to_encode, encode_seconds, todo, rows, time.perf_counter() - start)
+    fit_wall = time.perf_counter() - start
+    _record_timings(settings, config, encoder, to_encode, encode_seconds, todo, rows, fit_wall)
+    _WORK_SECONDS.append(encode_seconds + fit_wall)
     return rows
+
+
+_STARTED = time.perf_counter()  # when the command began (_main): what a run costs beyond its work
+_WORK_SECONDS: list[float] = []  # each bench run's encoding and fitting in this command
+
+
+def _record_rest(settings) -> None:
+    """The seconds this bench/demo spent outside encoding and fitting, for the next plan's estimate."""
+    from . import timings
+
+    if _WORK_SECONDS:  # something was encoded or fitted (a resumed folder only rebuilds the reports)
+        timings.record(settings.cache_dir, rest=max(0.0, time.perf_counter() - _STARTED - sum(_WORK_SECONDS)))
 
 
 def _record_timings(settings, config, encoder, to_encode: int, encode_seconds: float, todo: list, rows: list,
@@ -894,7 +909,8 @@ def _say_plan(args, settings, config, n_runs: int, todo: list, mixing: str = "")
     # each draw's training images, N times, for the methods that use them (cached ones are not known yet)
     aug = args.aug_views * len(dataset.classnames) * sum(
         k for k, _ in dict.fromkeys((k, s) for m, k, s in todo if METHODS.factory(m).aug_views))
-    seconds = (to_encode + aug) / rate + fit_seconds_estimate(config, todo, measured)
+    # start-up, loading and reports as measured; a first guess of a few seconds
+    seconds = (to_encode + aug) / rate + fit_seconds_estimate(config, todo, measured) + measured.get("rest", 5.0)
     processes = fit_processes(config, todo)
     n_corrupt = len(config.corruptions)
     corrupt = f", each scored on {n_corrupt} corruption{'s' * (n_corrupt != 1)}" if n_corrupt else ""
@@ -1213,7 +1229,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None = None) -> int:
+    global _STARTED
     import signal
+
+    _STARTED = time.perf_counter()
+    _WORK_SECONDS.clear()
 
     args = build_parser(_command_of(sys.argv[1:] if argv is None else argv)).parse_args(argv)
     if threading_main():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 from pathlib import Path
@@ -36,9 +37,22 @@ def _read(path: Path) -> dict | None:
 
 def load(cache_dir: Path) -> dict:
     """This machine's records: {"encode": {encoder identity: img/s}, "fit": {"method/shots": s},
-    "overhead": factor of fit seconds that scoring and processes add}; {} when none."""
+    "overhead": factor of fit seconds that scoring and processes add, "rest": seconds of a run outside
+    encoding and fitting (start-up, loading, reports)}; {} when none."""
     mine = (_read(Path(cache_dir) / FILE) or {}).get(machine())
-    return mine if isinstance(mine, dict) else {}
+    if not isinstance(mine, dict):
+        return {}
+    # only what crossgate could have written: a number that is not one is left out, not trusted
+    out = {kind: {k: v for k, v in table.items() if _seconds(v, positive=True)}
+           for kind in ("encode", "fit") if isinstance(table := mine.get(kind), dict)}
+    out.update({key: mine[key] for key, positive in (("overhead", True), ("rest", False))
+                if _seconds(mine.get(key), positive)})
+    return out
+
+
+def _seconds(value, positive: bool) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and (value > 0 if positive else value >= 0)
 
 
 def _running_mean(old, new: float) -> float:
@@ -46,7 +60,7 @@ def _running_mean(old, new: float) -> float:
 
 
 def record(cache_dir: Path, encode: dict | None = None, fit: dict | None = None,
-           overhead: float | None = None) -> None:
+           overhead: float | None = None, rest: float | None = None) -> None:
     """Fold new measurements into this machine's records (encode: identity -> img/s; fit: "method/shots" ->
     seconds); nothing is lost to a crash (atomic write), and a cache that cannot be written is skipped."""
     from .errors import UserError
@@ -61,8 +75,9 @@ def record(cache_dir: Path, encode: dict | None = None, fit: dict | None = None,
         table = mine.setdefault(kind, {})
         for key, value in new.items():
             table[key] = _running_mean(table.get(key), value)
-    if overhead is not None:
-        mine["overhead"] = _running_mean(mine.get("overhead"), overhead)
+    for key, new in (("overhead", overhead), ("rest", rest)):
+        if new is not None:
+            mine[key] = _running_mean(mine.get(key), new)
     # a cache that cannot be written (the writer says so as a UserError): an estimate is not worth failing for
     with contextlib.suppress(OSError, UserError):
         atomic_write_bytes(path, json.dumps(data, indent=1, sort_keys=True).encode())
