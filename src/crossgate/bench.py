@@ -79,7 +79,7 @@ def corruption_rows(clf: FewShotClassifier, features: DatasetFeatures, clean: di
     if not corruptions:
         return []
     test = features.test
-    clean_test = clean_test or score_images(clf, test.x)
+    clean_test = score_images(clf, test.x) if clean_test is None else clean_test
     if features.corrupted_rows is not None:  # corrupted copies of a class-balanced subset: compare on it
         test = type(test)(x=test.x[features.corrupted_rows], labels=test.labels[features.corrupted_rows])
         clean_test = clean_test.subset(features.corrupted_rows)
