@@ -929,7 +929,7 @@ def _say_plan(args, settings, config, n_runs: int, todo: list, mixing: str = "")
     return (dataset, encoder), to_encode
 
 
-def _timed_first_batch(encoder, dataset, n: int = 16) -> float | None:
+def _timed_first_batch(encoder, dataset, n: int = 32) -> float | None:
     """Images per second of one small batch of the dataset through the encoder (a first run on a machine:
     a measurement, not a constant); None when it cannot be read now (the images come later)."""
     from .extraction import encode_batches
@@ -937,7 +937,8 @@ def _timed_first_batch(encoder, dataset, n: int = 16) -> float | None:
     try:
         items = dataset.split("train")
         positions = list(range(min(n, len(items))))
-        for _ in encode_batches(encoder, items, positions[:2], 2, 0):  # the first call's warm-up, untimed
+        # untimed warm-up of the same size: the first batch of a size also pays for its memory and kernels
+        for _ in encode_batches(encoder, items, positions, len(positions), 0):
             pass
         start = time.perf_counter()
         for _ in encode_batches(encoder, items, positions, len(positions), 0):
