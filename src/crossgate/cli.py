@@ -692,17 +692,24 @@ def cmd_bench(args, settings) -> int:
     )
     from .results import SELECT_LABELS
 
+    started, rows, work = time.perf_counter(), [], []
     if len(args.datasets) > 1:
         available = _suite_preflight(args, settings)
         check_out_folder(args.out)
-        rows = []
-        for name in available:  # each shift set is scored with the dataset it shifts
-            shifts = tuple(s for s in args.shift if s in registered(f"shift-of:{name}"))
-            rows += _bench_one(argparse.Namespace(**{**vars(args), "dataset": name, "shift": shifts}), settings)
+        runs = [argparse.Namespace(**{**vars(args), "dataset": name,  # each shift set with the dataset it shifts
+                                      "shift": tuple(s for s in args.shift if s in registered(f"shift-of:{name}"))})
+                for name in available]
     else:
-        rows = _bench_one(args, settings)
+        runs = [args]
+    for run in runs:
+        run_rows, seconds = _bench_one(run, settings)
+        rows += run_rows
+        work += [seconds] if seconds is not None else []
     written = write_reports(args.out)
-    _record_rest(settings)
+    if work:  # what the run spent outside encoding and fitting (start-up, loading, reports), for the next plan
+        from . import timings
+
+        timings.record(settings.cache_dir, rest=max(0.0, time.perf_counter() - started - sum(work)))
     print(f"wrote {args.out / 'results.jsonl'}, " + ", ".join(p.name for p in written)
           + (f"; the {len(args.corrupt)} robustness tables are in summary.md" if args.corrupt else ""))
     paired = paired_markdown(rows)
@@ -755,7 +762,7 @@ def _suite_preflight(args, settings) -> list[str]:
     return available
 
 
-def _bench_one(args, settings) -> list[dict]:
+def _bench_one(args, settings) -> tuple[list[dict], float | None]:
     """One dataset's runs into args.out (resumed); the rows of this dataset and backbone."""
     from .bench import (
         BenchConfig,
@@ -813,20 +820,7 @@ def _bench_one(args, settings) -> list[dict]:
                          on_run=lambda row, key: bar.update(1) if row is not None else None)
     fit_wall = time.perf_counter() - start
     _record_timings(settings, config, encoder, to_encode, encode_seconds, todo, rows, fit_wall)
-    _WORK_SECONDS.append(encode_seconds + fit_wall)
-    return rows
-
-
-_STARTED = time.perf_counter()  # when the command began (_main): what a run costs beyond its work
-_WORK_SECONDS: list[float] = []  # each bench run's encoding and fitting in this command
-
-
-def _record_rest(settings) -> None:
-    """The seconds this bench/demo spent outside encoding and fitting, for the next plan's estimate."""
-    from . import timings
-
-    if _WORK_SECONDS:  # something was encoded or fitted (a resumed folder only rebuilds the reports)
-        timings.record(settings.cache_dir, rest=max(0.0, time.perf_counter() - _STARTED - sum(_WORK_SECONDS)))
+    return rows, (encode_seconds + fit_wall if todo else None)  # a resumed folder did no work worth timing
 
 
 def _record_timings(settings, config, encoder, to_encode: int, encode_seconds: float, todo: list, rows: list,
@@ -1230,11 +1224,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    global _STARTED
     import signal
-
-    _STARTED = time.perf_counter()
-    _WORK_SECONDS.clear()
 
     args = build_parser(_command_of(sys.argv[1:] if argv is None else argv)).parse_args(argv)
     if threading_main():
